@@ -1,0 +1,184 @@
+"""The forward process: adding Gaussian noise, step by step or in one jump.
+
+Symbols follow Ho et al. (2020), with 0-indexed timesteps (see :mod:`diffusion_lib.schedules`):
+
+    one step      q(x_t | x_{t-1})    = N(sqrt(α_t) x_{t-1}, β_t I)
+    closed form   q(x_t | x_0)        = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)
+    posterior     q(x_{t-1} | x_t, x_0) = N(μ̃_t(x_t, x_0), β̃_t I)
+
+Every function takes the :class:`~diffusion_lib.schedules.NoiseSchedule` as its first argument and holds no state.
+The conversions at the end move between the three things a denoiser may predict, ε (the noise), x_0 (the clean
+data) and v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (Salimans & Ho 2022), given x_t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffusion_lib.schedules import NoiseSchedule
+
+
+def q_sample(
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor | int,
+    noise: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample x_t ~ q(x_t | x_0) in one jump: x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε.
+
+    Args:
+        schedule: the noise schedule.
+        x0: clean data, shape (B, ...).
+        t: timesteps, int or int tensor of shape () or (B,), values in [0, T).
+        noise: ε of the same shape as ``x0``; drawn from N(0, I) with ``generator`` when omitted.
+        generator: random generator for ``noise``.
+
+    Returns:
+        x_t, shape (B, ...).
+    """
+    noise = _noise_like(x0, noise, generator)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x0)
+    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def q_step(
+    schedule: NoiseSchedule,
+    x_prev: torch.Tensor,
+    t: torch.Tensor | int,
+    noise: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One forward step x_{t-1} → x_t: x_t = sqrt(α_t) x_{t-1} + sqrt(β_t) ε.
+
+    Args:
+        x_prev: x_{t-1}, shape (B, ...). For t = 0 this is the clean data x_0.
+        t: the step to take, int or int tensor of shape () or (B,), values in [0, T).
+        noise, generator: as in :func:`q_sample`.
+
+    Returns:
+        x_t, shape (B, ...).
+    """
+    noise = _noise_like(x_prev, noise, generator)
+    beta = schedule.gather("betas", t, x_prev)
+    return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
+
+
+def q_trajectory(
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    keep: list[int] | tuple[int, ...] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Run the forward chain through all T steps, one :func:`q_step` at a time, and keep x_t at chosen timesteps.
+
+    Args:
+        x0: clean data, shape (B, ...).
+        keep: timesteps in [0, T) whose x_t to return, in any order; all T when omitted.
+        generator: random generator for the noise of every step.
+
+    Returns:
+        Tensor of shape (len(keep), B, ...), entry i being x_{keep[i]}.
+    """
+    keep = list(range(schedule.T)) if keep is None else [int(k) for k in keep]
+    for k in keep:
+        schedule.check_timesteps(k)
+    wanted = set(keep)
+    kept: dict[int, torch.Tensor] = {}
+    x = x0
+    for t in range(max(keep, default=-1) + 1):
+        x = q_step(schedule, x, t, generator=generator)
+        if t in wanted:
+            kept[t] = x
+    return torch.stack([kept[k] for k in keep]) if keep else x0.new_empty((0, *x0.shape))
+
+
+def q_posterior(
+    schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of the posterior q(x_{t-1} | x_t, x_0), a Gaussian:
+
+        μ̃_t = sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t) · x_0 + sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · x_t,
+        β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) · β_t.
+
+    Args:
+        x0, x_t: shape (B, ...) each.
+        t: int or int tensor of shape () or (B,), values in [0, T). At t = 0 the variance is 0: x_{-1} is x_0.
+
+    Returns:
+        (mean of shape (B, ...), variance broadcastable to it, shape (B, 1, ..., 1) or ()).
+    """
+    _check_same_shape(x0=x0, x_t=x_t)
+    beta = schedule.gather("betas", t, x_t)
+    alpha = schedule.gather("alphas", t, x_t)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    alpha_bar_prev = schedule.gather("alphas_cumprod_prev", t, x_t)
+    mean = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * x_t) / (1 - alpha_bar)
+    return mean, schedule.gather("posterior_variance", t, x_t)
+
+
+# --------------------------------------------------------------------------- ε ↔ x_0 ↔ v
+
+
+def x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
+    """x_0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t). All tensors shape (B, ...)."""
+    _check_same_shape(x_t=x_t, eps=eps)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+
+
+def eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
+    """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
+    _check_same_shape(x_t=x_t, x0=x0)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+
+
+def v_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0, with x_0 recovered from (x_t, ε). All tensors shape (B, ...).
+
+    Since x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, this simplifies to v = (ε - sqrt(1 - ᾱ_t) x_t) / sqrt(ᾱ_t).
+    """
+    _check_same_shape(x_t=x_t, eps=eps)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (eps - (1 - alpha_bar).sqrt() * x_t) / alpha_bar.sqrt()
+
+
+def eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
+    """ε = sqrt(1 - ᾱ_t) x_t + sqrt(ᾱ_t) v. All tensors shape (B, ...)."""
+    _check_same_shape(x_t=x_t, v=v)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+
+
+def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
+    """x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v. All tensors shape (B, ...)."""
+    _check_same_shape(x_t=x_t, v=v)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+
+
+def v_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
+    """v = (sqrt(ᾱ_t) x_t - x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
+    _check_same_shape(x_t=x_t, x0=x0)
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (alpha_bar.sqrt() * x_t - x0) / (1 - alpha_bar).sqrt()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    if noise is None:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    _check_same_shape(x=x, noise=noise)
+    return noise
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    (name_a, a), (name_b, b) = tensors.items()
+    if a.shape != b.shape:
+        raise ValueError(f"{name_b} must have the shape of {name_a} {tuple(a.shape)}, got {tuple(b.shape)}")

@@ -1,0 +1,100 @@
+"""The first cell of every chapter: seeds, device, budget and figure style in one call.
+
+    from diffusion_lib.notebook import setup
+    budget = setup()            # quick on a CPU, full on a CUDA GPU; DIFFUSION_BUDGET=quick|full overrides
+
+A chapter reads every size it uses (how many points, images, steps) from the returned :class:`Budget`, so that one
+switch decides whether it runs in a minute on a laptop or trains the real thing on a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import numpy as np
+import torch
+
+BUDGET_ENV = "DIFFUSION_BUDGET"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The sizes a chapter runs with.
+
+    Attributes:
+        name: ``"quick"`` (a CPU in about a minute) or ``"full"`` (a GPU, the real thing).
+        device: where tensors and models go.
+        seed: the seed every random generator started from.
+        n_points: 2-D points in toy experiments and scatter plots.
+        n_images: images in statistics over a data set (e.g. noised copies measured against N(0, I)).
+    """
+
+    name: str
+    device: torch.device
+    seed: int
+    n_points: int
+    n_images: int
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh CPU ``torch.Generator`` seeded with ``seed + offset``: one per experiment keeps cells independent."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+
+BUDGETS = {
+    "quick": dict(n_points=2_000, n_images=1_797),
+    "full": dict(n_points=20_000, n_images=17_970),
+}
+
+
+def setup(budget: str | None = None, seed: int = 0, *, verbose: bool = True) -> Budget:
+    """Seed python, numpy and torch, pick the device and the budget, and set the figure style.
+
+    Args:
+        budget: ``"quick"`` or ``"full"``. When omitted: the environment variable ``DIFFUSION_BUDGET`` if set,
+            else ``"full"`` when a CUDA GPU is available and ``"quick"`` otherwise.
+        seed: seed for ``random``, ``numpy`` and ``torch`` (all devices).
+        verbose: print the device and budget.
+
+    Returns:
+        The :class:`Budget` the chapter reads its sizes from.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = budget or os.environ.get(BUDGET_ENV) or ("full" if device.type == "cuda" else "quick")
+    if name not in BUDGETS:
+        source = "budget" if budget else BUDGET_ENV
+        raise ValueError(f"{source} must be one of {tuple(BUDGETS)}, got {name!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator that third-party code may use
+    torch.manual_seed(seed)
+    _set_figure_style()
+
+    chosen = Budget(name=name, device=device, seed=seed, **BUDGETS[name])
+    if verbose:
+        sizes = ", ".join(f"{k}={v:,}" for k, v in BUDGETS[name].items())
+        print(f"device: {device.type} | budget: {name} ({sizes}) | seed: {seed}")
+    return chosen
+
+
+def _set_figure_style() -> None:
+    """Figures sized for a book page, readable on a light or dark page (white background, no top/right spines)."""
+    mpl.rcParams.update({
+        "figure.figsize": (7.0, 3.5),
+        "figure.dpi": 90,
+        "figure.facecolor": "white",
+        "savefig.facecolor": "white",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.titlesize": 11,
+        "axes.labelsize": 10,
+        "legend.fontsize": 9,
+        "image.cmap": "gray",
+        "animation.embed_limit": 20.0,
+    })

@@ -1,0 +1,116 @@
+"""Figure helpers the chapters share: image grids, strips over timesteps, animations that play in a static page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """Images in [-1, 1] → a numpy array in [0, 1] that ``imshow`` takes.
+
+    Args:
+        images: shape (N, C, H, W) with C = 1 or 3; values outside [-1, 1] (noisy images) are clipped.
+
+    Returns:
+        shape (N, H, W) for C = 1, (N, H, W, 3) for C = 3.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, C, H, W) with C in (1, 3), got {tuple(images.shape)}")
+    array = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    return array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
+
+
+def image_grid(images: torch.Tensor, ncols: int = 8, pad: int = 1) -> np.ndarray:
+    """Tile images into one array, row by row, with ``pad`` pixels of white between them.
+
+    Args:
+        images: shape (N, C, H, W) in [-1, 1].
+        ncols: images per row.
+
+    Returns:
+        shape (rows·(H+pad)-pad, ncols·(W+pad)-pad) for grey images, with a trailing 3 for colour.
+    """
+    pictures = to_display(images)
+    n, h, w = pictures.shape[:3]
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    grid = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad, *pictures.shape[3:]), dtype=pictures.dtype)
+    for i, picture in enumerate(pictures):
+        r, c = divmod(i, ncols)
+        grid[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = picture
+    return grid
+
+
+def show_images(images: torch.Tensor, ncols: int = 8, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
+    """Draw :func:`image_grid` of ``images`` (N, C, H, W) on ``ax`` (a new figure when omitted), without axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(ncols, len(images)) * 0.9, -(-len(images) // ncols) * 0.9 + 0.4))
+    ax.imshow(image_grid(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_strip(frames: torch.Tensor, labels: Sequence[str], title: str | None = None) -> plt.Figure:
+    """A table of images: one row per example, one column per stage (e.g. timestep).
+
+    Args:
+        frames: shape (K, B, C, H, W): K stages of B images each, in [-1, 1].
+        labels: K column titles, e.g. ``["t = 0", "t = 100", ...]``.
+    """
+    if frames.ndim != 5:
+        raise ValueError(f"frames must have shape (K, B, C, H, W), got {tuple(frames.shape)}")
+    k, b = frames.shape[:2]
+    if len(labels) != k:
+        raise ValueError(f"labels must have one entry per stage ({k}), got {len(labels)}")
+    fig, axes = plt.subplots(b, k, figsize=(0.95 * k, 0.95 * b + 0.5), squeeze=False)
+    for j in range(k):
+        pictures = to_display(frames[j])
+        for i in range(b):
+            axes[i, j].imshow(pictures[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(labels[j], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, interval: int = 120):
+    """An animation of image grids as self-contained HTML/JavaScript that plays in Jupyter, Colab and a static site.
+
+    Args:
+        frames: shape (F, N, C, H, W): F frames, each a grid of N images in [-1, 1].
+        labels: F frame titles.
+        interval: milliseconds between frames.
+
+    Returns:
+        ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG).
+    """
+    from IPython.display import HTML
+
+    if frames.ndim != 5 or len(labels) != frames.shape[0]:
+        raise ValueError(f"frames must have shape (F, N, C, H, W) with one label per frame; got "
+                         f"{tuple(frames.shape)} and {len(labels)} labels")
+    grids = [image_grid(frame, ncols) for frame in frames]
+    fig, ax = plt.subplots(figsize=(min(ncols, frames.shape[1]) * 0.8, -(-frames.shape[1] // ncols) * 0.8 + 0.4))
+    ax.set_axis_off()
+    picture = ax.imshow(grids[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    title = ax.set_title(labels[0])
+
+    def draw(i: int):
+        picture.set_data(grids[i])
+        title.set_text(labels[i])
+        return picture, title
+
+    player = animation.FuncAnimation(fig, draw, frames=len(grids), interval=interval, blit=False)
+    html = player.to_jshtml(default_mode="loop")
+    plt.close(fig)
+    return HTML(html)
