@@ -57,19 +57,25 @@ def show_images(images: torch.Tensor, ncols: int = 8, title: str | None = None, 
     return ax
 
 
-def show_strip(frames: torch.Tensor, labels: Sequence[str], title: str | None = None) -> plt.Figure:
+def show_strip(
+    frames: torch.Tensor, labels: Sequence[str], title: str | None = None, row_labels: Sequence[str] | None = None
+) -> plt.Figure:
     """A table of images: one row per example, one column per stage (e.g. timestep).
 
     Args:
         frames: shape (K, B, C, H, W): K stages of B images each, in [-1, 1].
         labels: K column titles, e.g. ``["t = 0", "t = 100", ...]``.
+        title: figure title.
+        row_labels: B row names, written left of each row.
     """
     if frames.ndim != 5:
         raise ValueError(f"frames must have shape (K, B, C, H, W), got {tuple(frames.shape)}")
     k, b = frames.shape[:2]
     if len(labels) != k:
         raise ValueError(f"labels must have one entry per stage ({k}), got {len(labels)}")
-    fig, axes = plt.subplots(b, k, figsize=(0.95 * k, 0.95 * b + 0.5), squeeze=False)
+    if row_labels is not None and len(row_labels) != b:
+        raise ValueError(f"row_labels must have one entry per row ({b}), got {len(row_labels)}")
+    fig, axes = plt.subplots(b, k, figsize=(0.95 * k + (0.8 if row_labels else 0), 0.95 * b + 0.5), squeeze=False)
     for j in range(k):
         pictures = to_display(frames[j])
         for i in range(b):
@@ -77,6 +83,39 @@ def show_strip(frames: torch.Tensor, labels: Sequence[str], title: str | None = 
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
         axes[0, j].set_title(labels[j], fontsize=9)
+    for i, name in enumerate(row_labels or []):
+        axes[i, 0].set_ylabel(name, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def scatter_panels(
+    points: torch.Tensor, labels: Sequence[str], title: str | None = None, lim: float = 3.5, color=None
+) -> plt.Figure:
+    """One scatter plot of 2-D points per stage, side by side, on shared axes.
+
+    Args:
+        points: shape (K, N, 2): K stages of N points.
+        labels: K panel titles.
+        lim: each axis shows [-lim, lim].
+        color: one value per point (N,) to colour points by, e.g. their position along the data manifold.
+    """
+    if points.ndim != 3 or points.shape[-1] != 2:
+        raise ValueError(f"points must have shape (K, N, 2), got {tuple(points.shape)}")
+    if len(labels) != points.shape[0]:
+        raise ValueError(f"labels must have one entry per panel ({points.shape[0]}), got {len(labels)}")
+    k = points.shape[0]
+    fig, axes = plt.subplots(1, k, figsize=(1.9 * k, 2.3), sharex=True, sharey=True, squeeze=False)
+    for ax, panel, label in zip(axes[0], points.detach().cpu(), labels, strict=True):
+        ax.scatter(panel[:, 0], panel[:, 1], s=2, c=color, cmap="viridis", alpha=0.6, linewidths=0)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.set_xlabel("$x_1$")
+    axes[0, 0].set_ylabel("$x_2$")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

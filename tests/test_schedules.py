@@ -102,7 +102,8 @@ def test_betas_of_the_wrong_shape_are_rejected():
 
 
 def test_linear_endpoints_outside_the_unit_interval_are_rejected():
-    with pytest.raises(ValueError, match=r"beta_end must lie in \(0, 1\), got 2.0 \(for T=10; .* pass beta_start and beta_end explicitly"):
+    message = r"beta_end must lie in \(0, 1\), got 2.0 \(for T=10; .* pass beta_start and beta_end explicitly"
+    with pytest.raises(ValueError, match=message):
         NoiseSchedule.linear(10)  # 0.02 scaled by 1000/10 is 2
     with pytest.raises(ValueError, match="beta_start must lie in"):
         NoiseSchedule.linear(1000, beta_start=0.0)

@@ -1,0 +1,128 @@
+"""Checked downloads and the IDX file format.
+
+`download` fetches a file once, verifies its SHA-256 and only then moves it into place, so a file at the target
+path is always complete and correct. `read_idx` parses the IDX format of MNIST-like data sets.
+"""
+
+import gzip
+import hashlib
+import math
+import os
+import re
+import shutil
+import struct
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+_CHUNK = 1 << 20
+
+# IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at `path`, as 64 lowercase hexadecimal characters."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, path: str | os.PathLike, sha256: str, *, timeout: float = 60) -> Path:
+    """Download `url` to `path` unless a file with the expected SHA-256 is already there.
+
+    The data goes to a temporary file in the same directory, is verified, then renamed onto `path` with
+    `os.replace` (atomic). A file already at `path` with another hash is deleted and downloaded again. On any failure
+    no temporary file remains and nothing is at `path`.
+
+    Args:
+        url: where to fetch the file (any scheme urllib supports: https, http, file).
+        path: where to store it; missing parent directories are created.
+        sha256: expected SHA-256, 64 hexadecimal characters.
+        timeout: seconds to wait for the server to answer.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        ValueError: the downloaded data does not have the expected SHA-256.
+        OSError: the download failed.
+    """
+    path = Path(path)
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r}")
+    expected = sha256.lower()
+    if path.is_file():
+        if sha256_of(path) == expected:
+            return path
+        path.unlink()  # known bad: never leave it where it could be mistaken for the real file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with tmp:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    shutil.copyfileobj(response, tmp, _CHUNK)
+            except OSError as err:  # urllib.error.URLError and socket timeouts are OSErrors
+                raise OSError(f"could not download {url} to {path}: {err}") from err
+        actual = sha256_of(tmp.name)
+        if actual != expected:
+            raise ValueError(f"SHA-256 mismatch for {path.name} from {url}: expected {expected}, got {actual}")
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile) as err:
+        raise ValueError(f"{path} is not a complete gzip file: {err}") from err
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gunzipping it first when its name ends in ".gz".
+
+    Layout: magic number (two zero bytes, a type code, the number of dimensions), one big-endian uint32 per
+    dimension, then the values in C order, big-endian. Type codes: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64.
+
+    Returns:
+        array of shape (d_1, ..., d_ndim) with the file's dtype in native byte order.
+
+    Raises:
+        ValueError: bad magic number, unknown type code, or a size that differs from what the header says.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(
+            f"{path} is not an IDX file: expected a magic number starting with bytes 00 00, found {data[:4].hex(' ')}"
+        )
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X}, expected one of {known}")
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise ValueError(f"{path} is truncated: expected a {header_size}-byte header, found {len(data)} bytes")
+    shape = struct.unpack(f">{ndim}I", data[4:header_size])
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected_size = header_size + math.prod(shape) * dtype.itemsize
+    if len(data) != expected_size:
+        problem = "is truncated" if len(data) < expected_size else "has trailing bytes"
+        raise ValueError(
+            f"{path} {problem}: header says shape {shape} of {dtype.name}, which needs {expected_size} bytes; "
+            f"found {len(data)} bytes"
+        )
+    values = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=header_size)
+    return values.reshape(shape).astype(dtype.newbyteorder("="))
