@@ -1,0 +1,89 @@
+"""The book as a whole: configuration, chapters, the Colab install cell, and the README's commands."""
+
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPOSITORY = CONFIG["repository"]["url"]
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def _first_code_cell(path: Path) -> str:
+    return next("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
+
+
+def test_config_follows_the_execution_policy():
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["execute"]["execute_notebooks"] == "off"  # the site shows the stored, nbval-checked outputs
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert REPOSITORY.startswith("https://github.com/")
+
+
+def test_every_chapter_in_the_toc_exists_and_every_notebook_is_in_the_toc():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    for name in files:
+        assert any((ROOT / f"{name}{ext}").exists() for ext in (".md", ".ipynb")), name
+    assert {f"book/{p.stem}" for p in NOTEBOOKS} <= set(files)
+
+
+def test_the_repository_url_is_the_same_everywhere():
+    """_config.yml names the repository; the README, pyproject.toml and every install cell must agree with it."""
+    pattern = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
+    for path in [ROOT / "README.md", ROOT / "pyproject.toml", *NOTEBOOKS]:
+        for url in pattern.findall(path.read_text()):
+            assert url == REPOSITORY, f"{path.name} names {url}, _config.yml names {REPOSITORY}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_outputs_hold_no_errors_and_every_cell_ran(path):
+    for cell in _cells(path):
+        if cell["cell_type"] != "code":
+            continue
+        assert cell["execution_count"] is not None, f"a cell was never executed: {''.join(cell['source'])[:60]}"
+        assert all(o["output_type"] != "error" for o in cell["outputs"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_install_cell_installs_the_repository_only_in_colab(path, monkeypatch):
+    """Run the part of the first cell before its imports, with and without a fake `google.colab` module."""
+    source = _first_code_cell(path)
+    install_part = source.split("\nimport matplotlib", 1)[0]
+    assert "setup()" in source, "the first cell must call setup()"
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append((args, kwargs)))
+
+    exec(install_part, {})
+    assert calls == [], "the install ran outside Colab"
+
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    exec(install_part, {})
+    assert len(calls) == 1
+    args, kwargs = calls[0]
+    assert args[:4] == [sys.executable, "-m", "pip", "install"]
+    assert f"diffusion-lib @ git+{REPOSITORY}" in args
+    assert not any(a.startswith("torch") for a in args), "Colab's own torch must be kept"
+    assert kwargs.get("check") is True
+
+
+def test_ci_runs_the_commands_the_readme_gives():
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    for marker in ("test-command", "build-command"):
+        block = readme.split(f"<!-- {marker} -->", 1)[1]
+        command = block.split("```bash\n", 1)[1].split("\n", 1)[0]
+        assert command.startswith("python -m pip install -r requirements.txt && ")
+        assert f"readme_command {marker}" in ci
+    assert "-W -n --keep-going" in readme
