@@ -92,30 +92,43 @@ def show_strip(
 
 
 def scatter_panels(
-    points: torch.Tensor, labels: Sequence[str], title: str | None = None, lim: float = 3.5, color=None
+    points: torch.Tensor,
+    labels: Sequence[str],
+    title: str | None = None,
+    lim: float = 3.5,
+    color: torch.Tensor | None = None,
+    ncols: int = 4,
 ) -> plt.Figure:
-    """One scatter plot of 2-D points per stage, side by side, on shared axes.
+    """One scatter plot of 2-D points per stage, ``ncols`` to a row, on shared axes.
 
     Args:
         points: shape (K, N, 2): K stages of N points.
         labels: K panel titles.
         lim: each axis shows [-lim, lim].
-        color: one value per point (N,) to colour points by, e.g. their position along the data manifold.
+        color: shape (N,), a value per point to colour it by, e.g. its position along the data manifold.
+        ncols: panels per row.
     """
     if points.ndim != 3 or points.shape[-1] != 2:
         raise ValueError(f"points must have shape (K, N, 2), got {tuple(points.shape)}")
     if len(labels) != points.shape[0]:
         raise ValueError(f"labels must have one entry per panel ({points.shape[0]}), got {len(labels)}")
     k = points.shape[0]
-    fig, axes = plt.subplots(1, k, figsize=(1.9 * k, 2.3), sharex=True, sharey=True, squeeze=False)
-    for ax, panel, label in zip(axes[0], points.detach().cpu(), labels, strict=True):
+    ncols = min(ncols, k)
+    nrows = -(-k // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.2 * nrows + 0.4), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax in axes.flat[k:]:
+        ax.set_visible(False)
+    for ax, panel, label in zip(axes.flat, points.detach().cpu(), labels, strict=False):
         ax.scatter(panel[:, 0], panel[:, 1], s=2, c=color, cmap="viridis", alpha=0.6, linewidths=0)
         ax.set_title(label, fontsize=9)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
+    for ax in axes[-1]:
         ax.set_xlabel("$x_1$")
-    axes[0, 0].set_ylabel("$x_2$")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("$x_2$")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
