@@ -1,0 +1,121 @@
+"""The optimal denoiser in closed form: what a network trained on the ε-prediction loss is trying to learn.
+
+The loss E‖ε - ε_θ(x_t, t)‖² is minimised by the posterior mean ε*(x_t, t) = E[ε | x_t]. Since
+x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, it is fixed by E[x_0 | x_t]:
+
+    ε*(x_t, t) = (x_t - sqrt(ᾱ_t) E[x_0 | x_t]) / sqrt(1 - ᾱ_t).
+
+For two kinds of data distribution E[x_0 | x_t] has a closed form:
+
+- **a finite set of points** x^(1..N) (an empirical data set): Bayes' rule over the points gives a softmax,
+  E[x_0 | x_t] = Σ_i w_i x^(i),  w = softmax_i(-‖x_t - sqrt(ᾱ_t) x^(i)‖² / (2 (1 - ᾱ_t))).
+  Sampling with it reproduces the training points exactly: the optimum of the training loss memorises.
+- **a Gaussian mixture** Σ_k π_k N(μ_k, diag(s_k²)): each component stays Gaussian under noise,
+  x_t | k ~ N(sqrt(ᾱ_t) μ_k, ᾱ_t s_k² + 1 - ᾱ_t), and E[x_0 | x_t, k] = μ_k + sqrt(ᾱ_t) s_k² / (ᾱ_t s_k² + 1 - ᾱ_t)
+  · (x_t - sqrt(ᾱ_t) μ_k); the responsibilities of the components weight these means.
+
+Both are callables with the library's denoiser signature ``(x_t, t, cond=None) -> ε``, so every sampler runs on them
+with no training at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from diffusion_lib.schedules import NoiseSchedule
+
+
+class FinitePointDenoiser:
+    """E[ε | x_t] for data uniform over a finite set of points.
+
+    Args:
+        points: the data, shape (N, ...) (2-D points (N, 2), or images (N, C, H, W)).
+        schedule: the noise schedule that defines x_t.
+        chunk: how many x_t to compare with all N points at once (memory ~ chunk · N).
+    """
+
+    def __init__(self, points: torch.Tensor, schedule: NoiseSchedule, chunk: int = 4096):
+        if points.ndim < 2 or points.shape[0] < 1:
+            raise ValueError(f"points must have shape (N, ...) with N >= 1, got {tuple(points.shape)}")
+        self.points, self.schedule, self.chunk = points, schedule, chunk
+
+    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """E[x_0 | x_t], shape of ``x_t`` (B, ...)."""
+        _check_data_shape(x_t, self.points.shape[1:])
+        alpha_bar = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1)  # (B or 1, 1)
+        alpha_bar = alpha_bar.expand(x_t.shape[0], 1)
+        points = self.points.to(x_t).flatten(1)  # (N, D)
+        sq_norms = (points**2).sum(1)  # (N,)
+        flat = x_t.flatten(1)  # (B, D)
+        means = []
+        for start in range(0, flat.shape[0], self.chunk):
+            x, a = flat[start:start + self.chunk], alpha_bar[start:start + self.chunk]  # (b, D), (b, 1)
+            # -‖x - sqrt(a) p‖² / (2(1 - a)) without the ‖x‖² term, which is the same for every point
+            logits = (2 * a.sqrt() * (x @ points.T) - a * sq_norms) / (2 * (1 - a))  # (b, N)
+            means.append(torch.softmax(logits, dim=1) @ points)
+        return torch.cat(means).reshape(x_t.shape)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
+        """ε*(x_t, t), shape of ``x_t``. ``cond`` is ignored: the data are unconditional."""
+        return _eps_from_mean(self.schedule, x_t, t, self.posterior_mean(x_t, t))
+
+
+class GaussianMixtureDenoiser:
+    """E[ε | x_t] for data from a Gaussian mixture with diagonal covariances.
+
+    Args:
+        means: (K, D) component means.
+        variances: (K, D) per-dimension variances, or (K,) for isotropic components.
+        schedule: the noise schedule that defines x_t.
+        weights: (K,) mixture weights summing to 1; equal weights when omitted.
+    """
+
+    def __init__(self, means: torch.Tensor, variances: torch.Tensor, schedule: NoiseSchedule,
+                 weights: torch.Tensor | None = None):
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        k, d = means.shape
+        variances = torch.as_tensor(variances, dtype=means.dtype)
+        if variances.shape == (k,):
+            variances = variances[:, None].expand(k, d)
+        if variances.shape != (k, d) or not bool((variances > 0).all()):
+            raise ValueError(f"variances must be positive, of shape (K,) or (K, D) = ({k}, {d}), got "
+                             f"{tuple(variances.shape)}")
+        weights = torch.full((k,), 1.0 / k, dtype=means.dtype) if weights is None else torch.as_tensor(weights)
+        if weights.shape != (k,) or not bool((weights > 0).all()) or abs(float(weights.sum()) - 1) > 1e-6:
+            raise ValueError(f"weights must be {k} positive numbers summing to 1, got {weights.tolist()}")
+        self.means, self.variances, self.weights, self.schedule = means, variances, weights, schedule
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n points from the mixture, shape (n, D)."""
+        component = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
+        noise = torch.randn((n, self.means.shape[1]), generator=generator, dtype=self.means.dtype)
+        return self.means[component] + self.variances[component].sqrt() * noise
+
+    def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """E[x_0 | x_t], shape (B, D)."""
+        _check_data_shape(x_t, self.means.shape[1:])
+        a = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1, 1)  # (B or 1, 1, 1)
+        means, variances = self.means.to(x_t)[None], self.variances.to(x_t)[None]  # (1, K, D)
+        noisy_var = a * variances + 1 - a  # (B, K, D): variance of x_t given the component
+        diff = x_t[:, None, :] - a.sqrt() * means  # (B, K, D)
+        log_lik = -0.5 * ((diff**2 / noisy_var) + torch.log(2 * math.pi * noisy_var)).sum(-1)  # (B, K)
+        resp = torch.softmax(log_lik + torch.log(self.weights.to(x_t)), dim=1)  # (B, K)
+        component_means = means + a.sqrt() * variances / noisy_var * diff  # (B, K, D)
+        return (resp[..., None] * component_means).sum(1)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
+        """ε*(x_t, t), shape (B, D). ``cond`` is ignored: the data are unconditional."""
+        return _eps_from_mean(self.schedule, x_t, t, self.posterior_mean(x_t, t))
+
+
+def _eps_from_mean(schedule: NoiseSchedule, x_t: torch.Tensor, t, x0_mean: torch.Tensor) -> torch.Tensor:
+    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
+    return (x_t - alpha_bar.sqrt() * x0_mean) / (1 - alpha_bar).sqrt()
+
+
+def _check_data_shape(x_t: torch.Tensor, data_shape: torch.Size) -> None:
+    if x_t.ndim < 2 or x_t.shape[1:] != data_shape:
+        raise ValueError(f"x_t must have shape (B, {', '.join(map(str, data_shape))}), got {tuple(x_t.shape)}")

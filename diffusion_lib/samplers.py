@@ -1,0 +1,356 @@
+"""Samplers: from pure noise x_T back to data, one denoising step at a time.
+
+Every sampler is a pure function of a denoiser, a starting point and a schedule; nothing is kept between calls.
+
+    denoiser(x_t, t, cond) -> model output      x_t: (B, ...), t: (B,) int64, same shape out as in
+
+The model output is read according to ``parameterization``: the noise ε (``"eps"``, DDPM), the clean data x_0
+(``"x0"``) or the velocity v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (``"v"``). Each step turns it into the pair
+(ε̂, x̂_0) and moves x_t to a less noisy x_s (s < t) with the rule of its paper, written in its symbols:
+
+    DDPM (Ho et al. 2020)   x_s = μ̃(x_t, x̂_0) + σ z,     σ² = β̃ (posterior) or β (the forward step's variance)
+    DDIM (Song et al. 2021) x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,   σ = η sqrt(β̃)
+    DPM-Solver++(2M) (Lu et al. 2022), in log-SNR time λ = log(α/σ), α = sqrt(ᾱ), σ = sqrt(1 - ᾱ), h = λ_s - λ_t:
+        x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D,   D = x̂_0 (first order) or (1 + 1/2r) x̂_0,t - (1/2r) x̂_0,prev
+
+Timesteps are 0-indexed (index t is the paper's step t + 1). A sampler visits a decreasing subsequence t_1 > ... > t_S
+of [0, T) and then takes one last step to clean data (ᾱ = 1), where it returns x̂_0.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusion_lib.schedules import NoiseSchedule
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+PARAMETERIZATIONS = ("eps", "x0", "v")
+SPACINGS = ("leading", "trailing", "linspace")
+DDPM_VARIANCES = ("beta_tilde", "beta")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """What a sampler saw on its way: the sample entering each step and the clean data predicted there.
+
+    Attributes:
+        timesteps: (S,) the timesteps visited, in order.
+        x: (S, B, ...) x_t entering step i (``x[0]`` is the starting noise, or the data for an inversion).
+        x0: (S, B, ...) x̂_0 predicted at step i.
+    """
+
+    timesteps: torch.Tensor
+    x: torch.Tensor
+    x0: torch.Tensor
+
+
+def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[int]:
+    """A decreasing subsequence of ``steps`` timesteps of [0, T), as in Lin et al. (2024), Table 2:
+
+        trailing  round(T - i·T/S) - 1 for i < S         (the default: starts at T - 1, from pure noise)
+        leading   T//S · (S-1), ..., T//S, 0            (DDIM's and Stable Diffusion's choice; skips the noisiest
+                                                          steps, so it starts from noise the model never saw)
+        linspace  round(linspace(T - 1, 0, S))           (both ends)
+
+    With S = T all three give T - 1, ..., 0.
+    """
+    T = schedule.T
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an int in [1, T] = [1, {T}], got {steps!r}")
+    if spacing == "leading":
+        ts = [i * (T // steps) for i in range(steps)]
+    elif spacing == "trailing":
+        ts = [round(T - i * T / steps) - 1 for i in range(steps)]
+    elif spacing == "linspace":
+        ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    return sorted(set(ts), reverse=True)
+
+
+def predict_eps_x0(
+    denoiser: Denoiser,
+    x_t: torch.Tensor,
+    t: int,
+    schedule: NoiseSchedule,
+    *,
+    parameterization: str = "eps",
+    cond: Any = None,
+    clip_x0: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call the denoiser at timestep ``t`` and return (ε̂, x̂_0), both shaped like ``x_t`` (B, ...).
+
+    With ``clip_x0`` set, x̂_0 is clamped to [-clip_x0, clip_x0] and ε̂ recomputed from it, so the two stay consistent.
+    """
+    alpha_bar = schedule.alphas_cumprod[t].item()
+    a, s = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+    out = denoiser(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long), cond)
+    if out.shape != x_t.shape:
+        raise ValueError(f"the denoiser must return the shape of x_t {tuple(x_t.shape)}, got {tuple(out.shape)}")
+    if parameterization == "eps":
+        eps, x0 = out, (x_t - s * out) / a
+    elif parameterization == "x0":
+        eps, x0 = (x_t - a * out) / s, out
+    elif parameterization == "v":
+        eps, x0 = s * x_t + a * out, a * x_t - s * out
+    else:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+        eps = (x_t - a * x0) / s
+    return eps, x0
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int | None = None,
+    *,
+    variance: str = "beta_tilde",
+    parameterization: str = "eps",
+    cond: Any = None,
+    spacing: str = "trailing",
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | None = None,
+    generator: torch.Generator | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+):
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2).
+
+    At each step t → s (s = the next timestep, or clean data after the last one), with ᾱ_s = 1 for clean data and
+    β_{t|s} = 1 - ᾱ_t / ᾱ_s (= β_t when s = t - 1):
+
+        x_s = sqrt(ᾱ_s) β_{t|s} / (1 - ᾱ_t) · x̂_0 + sqrt(1 - β_{t|s}) (1 - ᾱ_s) / (1 - ᾱ_t) · x_t + σ z,
+        σ² = β̃ = (1 - ᾱ_s) / (1 - ᾱ_t) · β_{t|s}   or   σ² = β_{t|s},           no noise on the last step.
+
+    Args:
+        denoiser: ``denoiser(x_t, t, cond)``, see the module docstring.
+        x_T: starting noise, shape (B, ...), usually ``torch.randn``.
+        schedule: the schedule the denoiser was trained with.
+        steps: how many timesteps to visit; all T (the paper's sampler) when omitted.
+        variance: ``"beta_tilde"`` (the posterior's, best for data concentrated near points) or ``"beta"``
+            (the forward step's, best for N(0, I)-like data); Ho et al. found both work.
+        parameterization: what the denoiser predicts: ``"eps"``, ``"x0"`` or ``"v"``.
+        cond: passed to the denoiser unchanged (class labels, text embeddings, ...).
+        spacing, timesteps: which timesteps to visit when ``steps < T`` (see :func:`make_timesteps`), or the
+            timesteps themselves, decreasing.
+        clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] (1.0 for images in [-1, 1]); off by default.
+        generator: random generator for the noise z (on the device of ``x_T``).
+        trajectory: also return a :class:`Trajectory`.
+        progress: show a progress bar.
+
+    Returns:
+        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+    """
+    if variance not in DDPM_VARIANCES:
+        raise ValueError(f"variance must be one of {DDPM_VARIANCES}, got {variance!r}")
+    ts = _timesteps(schedule, steps if steps is not None or timesteps is not None else schedule.T, spacing, timesteps)
+    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDPM")):
+        _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
+                               clip_x0=clip_x0)
+        record(x, x0)
+        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
+        beta = 1 - alpha_bar_t / alpha_bar_s
+        x = (math.sqrt(alpha_bar_s) * beta / (1 - alpha_bar_t) * x0
+             + math.sqrt(1 - beta) * (1 - alpha_bar_s) / (1 - alpha_bar_t) * x)
+        if i < len(ts) - 1:
+            var = (1 - alpha_bar_s) / (1 - alpha_bar_t) * beta if variance == "beta_tilde" else beta
+            x = x + math.sqrt(var) * _randn_like(x, generator)
+    return record.result(x)
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    *,
+    eta: float = 0.0,
+    parameterization: str = "eps",
+    cond: Any = None,
+    spacing: str = "trailing",
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | None = None,
+    generator: torch.Generator | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+):
+    """DDIM (Song et al. 2021, eq. 12): deterministic for η = 0, DDPM with σ² = β̃ for η = 1 over all T steps.
+
+        x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,    σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t) · (1 - ᾱ_t / ᾱ_s)).
+
+    Arguments as in :func:`sample_ddpm`, plus ``eta`` ≥ 0; ``steps`` defaults to 50.
+
+    Returns:
+        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+    """
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    ts = _timesteps(schedule, steps, spacing, timesteps)
+    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDIM")):
+        eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
+                                 clip_x0=clip_x0)
+        record(x, x0)
+        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
+        sigma = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
+        x = math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * _randn_like(x, generator)
+    return record.result(x)
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 20,
+    *,
+    parameterization: str = "eps",
+    cond: Any = None,
+    spacing: str = "trailing",
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+):
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep solver of the probability-flow ODE in
+    data-prediction form. Deterministic; first order on the first step and on the last (to clean data).
+
+    With α = sqrt(ᾱ), σ = sqrt(1 - ᾱ), λ = log(α/σ), a step t → s of size h = λ_s - λ_t uses
+
+        x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D,    D = (1 + 1/(2r)) x̂_0(t) - 1/(2r) x̂_0(t_prev),  r = h_prev / h.
+
+    Arguments as in :func:`sample_ddpm`; ``steps`` defaults to 20.
+
+    Returns:
+        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+    """
+    ts = _timesteps(schedule, steps, spacing, timesteps)
+    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    x0_prev, h_prev = None, None
+    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DPM-Solver++")):
+        _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
+                               clip_x0=clip_x0)
+        record(x, x0)
+        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
+        if i == len(ts) - 1:  # the last step, to σ = 0: first order, which lands exactly on x̂_0
+            x = x0
+            break
+        lam_t, lam_s = _log_snr_half(alpha_bar_t), _log_snr_half(alpha_bar_s)
+        h = lam_s - lam_t
+        d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
+        x = math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) * x - math.sqrt(alpha_bar_s) * math.expm1(-h) * d
+        x0_prev, h_prev = x0, h
+    return record.result(x)
+
+
+def ddim_invert(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    *,
+    refine: int = 0,
+    parameterization: str = "eps",
+    cond: Any = None,
+    spacing: str = "trailing",
+    timesteps: Sequence[int] | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+):
+    """Run deterministic DDIM backwards, data → noise: the x_T from which :func:`sample_ddim` (η = 0, same
+    timesteps) returns ``x0``.
+
+    A step s → t (s less noisy, ᾱ_s = 1 for the data) inverts the DDIM update with some noise estimate ε̂,
+
+        x_t = sqrt(ᾱ_t) x̂_0 + sqrt(1 - ᾱ_t) ε̂,    x̂_0 = (x_s - sqrt(1 - ᾱ_s) ε̂) / sqrt(ᾱ_s).
+
+    The sampler will use ε̂(x_t, t), which needs the x_t being computed. Plain inversion uses ε̂(x_s, s) instead
+    (one model call a step; its round-trip error shrinks as the steps grow); ``refine`` > 0 then repeats the step
+    with ε̂(x_t, t) at the latest x_t, a fixed-point iteration that makes the round trip exact as it converges
+    (``1 + refine`` model calls a step). It converges where x̂_0 depends on x_t strongly enough; near ᾱ_t = 0 (the
+    last steps of the cosine schedule) ε̂ ≈ x_t and the iteration stalls, leaving a small error.
+
+    Returns:
+        x_T of shape (B, ...), or (x_T, Trajectory) when ``trajectory`` is true (timesteps increasing).
+    """
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be an int >= 0, got {refine!r}")
+    ts = _timesteps(schedule, steps, spacing, timesteps)[::-1]
+    x, record = _check_batch(x0, "x0"), _Recorder(ts, trajectory)
+    prev_t = None
+    for t in tqdm(ts, disable=not progress, desc="DDIM inversion"):
+        alpha_bar_s = 1.0 if prev_t is None else schedule.alphas_cumprod[prev_t].item()
+        alpha_bar_t = schedule.alphas_cumprod[t].item()
+        point, model_t = x, (t if prev_t is None else prev_t)
+        for _ in range(1 + refine):
+            eps, _ = predict_eps_x0(denoiser, point, model_t, schedule, parameterization=parameterization, cond=cond)
+            x0_hat = (x - math.sqrt(1 - alpha_bar_s) * eps) / math.sqrt(alpha_bar_s)
+            point, model_t = math.sqrt(alpha_bar_t) * x0_hat + math.sqrt(1 - alpha_bar_t) * eps, t
+        record(x, x0_hat)
+        x, prev_t = point, t
+    return record.result(x)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _timesteps(schedule: NoiseSchedule, steps: int, spacing: str, timesteps: Sequence[int] | None) -> list[int]:
+    """The timesteps to visit, decreasing: given explicitly, or made from ``steps`` and ``spacing``."""
+    if timesteps is None:
+        return make_timesteps(schedule, steps, spacing)
+    ts = [int(t) for t in timesteps]
+    if not ts or any(not 0 <= t < schedule.T for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
+        raise ValueError(f"timesteps must be a non-empty, strictly decreasing sequence in [0, {schedule.T}), got {ts}")
+    return ts
+
+
+def _check_batch(x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.dtype.is_floating_point:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a floating tensor of shape (B, ...) with B >= 1, got {shape}")
+    return x
+
+
+def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int) -> tuple[float, float]:
+    """(ᾱ at step i, ᾱ at the next step), with ᾱ = 1 (clean data) after the last one."""
+    alpha_bar_t = schedule.alphas_cumprod[ts[i]].item()
+    alpha_bar_s = schedule.alphas_cumprod[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
+    return alpha_bar_t, alpha_bar_s
+
+
+def _log_snr_half(alpha_bar: float) -> float:
+    """λ = log(α/σ) = ½ log(ᾱ / (1 - ᾱ))."""
+    return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
+
+
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+class _Recorder:
+    """Collects the trajectory when asked to, and shapes the sampler's return value."""
+
+    def __init__(self, ts: list[int], enabled: bool):
+        self.ts, self.enabled, self.x, self.x0 = ts, enabled, [], []
+
+    def __call__(self, x: torch.Tensor, x0: torch.Tensor) -> None:
+        if self.enabled:
+            self.x.append(x)
+            self.x0.append(x0)
+
+    def result(self, x: torch.Tensor):
+        if not self.enabled:
+            return x
+        return x, Trajectory(torch.tensor(self.ts), torch.stack(self.x), torch.stack(self.x0))
