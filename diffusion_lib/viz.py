@@ -135,6 +135,49 @@ def scatter_panels(
     return fig
 
 
+def field_panels(
+    denoiser,
+    schedule,
+    timesteps: Sequence[int],
+    labels: Sequence[str],
+    data: torch.Tensor | None = None,
+    lim: float = 3.0,
+    n: int = 17,
+    title: str | None = None,
+) -> plt.Figure:
+    """Quiver plots of where a 2-D denoiser pushes each point, -ε̂(x_t, t), one panel per timestep.
+
+    The arrow at x_t is minus the predicted noise (in units of the noise's standard deviation): the direction the
+    denoiser would move x_t, towards the data shrunk by sqrt(ᾱ_t), drawn as light dots when ``data`` (N, 2) is given.
+
+    Args:
+        denoiser: ``denoiser(x_t, t, cond) -> ε̂`` for 2-D points.
+        schedule: the schedule that defines ᾱ_t.
+        timesteps: 0-indexed timesteps, one panel each.
+        labels: panel titles.
+        n: arrows per side of the square grid over [-lim, lim]².
+    """
+    if len(labels) != len(timesteps):
+        raise ValueError(f"labels must have one entry per timestep ({len(timesteps)}), got {len(labels)}")
+    axis = torch.linspace(-lim, lim, n)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    fig, axes = plt.subplots(1, len(timesteps), figsize=(1.9 * len(timesteps), 2.3), squeeze=False)
+    for ax, t, label in zip(axes[0], timesteps, labels, strict=True):
+        t_batch = torch.full((len(grid),), int(t), dtype=torch.long)
+        with torch.no_grad():
+            arrows = -denoiser(grid, t_batch, None).detach().float().cpu()
+        if data is not None:
+            shrunk = schedule.alphas_cumprod[int(t)].sqrt().item() * data.detach().float().cpu()
+            ax.scatter(shrunk[:, 0], shrunk[:, 1], s=1, color="tab:orange", alpha=0.3, linewidths=0)
+        ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color="tab:blue", angles="xy",
+                  scale_units="xy", scale=4.0, width=0.006)
+        ax.set(title=label, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, interval: int = 120):
     """An animation of image grids as self-contained HTML/JavaScript that plays in Jupyter, Colab and a static site.
 
