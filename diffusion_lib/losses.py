@@ -1,0 +1,93 @@
+"""The training objective: regress the model's prediction onto ε, x_0 or v at a random timestep.
+
+For each clean example x_0 (Ho et al. 2020, Algorithm 1, with the choice of target of Salimans & Ho 2022):
+
+    t ~ Uniform{0, ..., T-1},   ε ~ N(0, I),   x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε,
+    loss = ‖model(x_t, t, cond) - target‖² / (number of elements of x_0),
+
+    target = ε                                   ("eps", DDPM's simple loss),
+             x_0                                 ("x0"),
+             v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0  ("v").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffusion_lib.forward import q_sample
+from diffusion_lib.schedules import NoiseSchedule
+
+PARAMETERIZATIONS = ("eps", "x0", "v")
+
+
+def diffusion_loss_per_example(
+    model,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    cond=None,
+    generator: torch.Generator | None = None,
+    parameterization: str = "eps",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of each example of a batch, and the timestep it was drawn at.
+
+    Randomness, in this order, all from ``generator`` and on the device of ``x0``: first
+    ``t = torch.randint(0, T, (B,))``, then ``ε = torch.randn(x0.shape)`` (dtype of x0). The same generator
+    state therefore gives the same t and ε, which is what makes training reproducible.
+
+    Args:
+        model: any callable ``model(x_t, t, cond)`` returning a tensor of the shape of x_t.
+        x0: clean data, floating tensor of shape (B, ...), B >= 1.
+        schedule: the noise schedule.
+        cond: conditioning passed to the model unchanged (None for an unconditional model).
+        generator: random generator on the device of x0, or None for torch's global one.
+        parameterization: what the model predicts: "eps", "x0" or "v".
+
+    Returns:
+        (losses, t): losses of shape (B,), the squared error averaged over each example's elements (float,
+        differentiable); t of shape (B,), int64, the timesteps drawn.
+    """
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    if not isinstance(x0, torch.Tensor) or not x0.dtype.is_floating_point or x0.ndim < 1 or x0.shape[0] < 1:
+        what = f"dtype {x0.dtype}, shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating tensor of shape (B, ...) with B >= 1, got {what}")
+    if generator is not None and generator.device.type != x0.device.type:
+        raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}; they must match")
+
+    batch = x0.shape[0]
+    t = torch.randint(0, schedule.T, (batch,), generator=generator, device=x0.device)  # (B,)
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # ε, (B, ...)
+    x_t = q_sample(schedule, x0, t, eps)  # (B, ...)
+
+    prediction = model(x_t, t, cond)
+    if not isinstance(prediction, torch.Tensor) or prediction.shape != x0.shape:
+        shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
+        raise ValueError(f"the model must return a tensor of the shape of x_t {tuple(x0.shape)}, got {shape}")
+
+    if parameterization == "eps":
+        target = eps
+    elif parameterization == "x0":
+        target = x0
+    else:
+        alpha_bar = schedule.gather("alphas_cumprod", t, x0)  # ᾱ_t, (B, 1, ..., 1)
+        target = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0  # v
+    losses = (prediction - target).square().reshape(batch, -1).mean(dim=1)  # (B,)
+    return losses, t
+
+
+def diffusion_loss(
+    model,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    cond=None,
+    generator: torch.Generator | None = None,
+    parameterization: str = "eps",
+) -> torch.Tensor:
+    """Mean squared error over every element of the batch, a 0-d tensor; see :func:`diffusion_loss_per_example`
+    for the arguments and the order in which the randomness is drawn."""
+    losses, _ = diffusion_loss_per_example(
+        model, x0, schedule, cond=cond, generator=generator, parameterization=parameterization
+    )
+    return losses.mean()
