@@ -120,7 +120,8 @@ def scatter_panels(
     for ax in axes.flat[k:]:
         ax.set_visible(False)
     for ax, panel, label in zip(axes.flat, points.detach().cpu(), labels, strict=False):
-        ax.scatter(panel[:, 0], panel[:, 1], s=2, c=color, cmap="viridis", alpha=0.6, linewidths=0)
+        style = {"c": color, "cmap": "viridis"} if color is not None else {"color": "tab:blue"}
+        ax.scatter(panel[:, 0], panel[:, 1], s=2, alpha=0.6, linewidths=0, **style)
         ax.set_title(label, fontsize=9)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
@@ -142,13 +143,15 @@ def field_panels(
     labels: Sequence[str],
     data: torch.Tensor | None = None,
     lim: float = 3.0,
-    n: int = 17,
+    n: int = 11,
     title: str | None = None,
 ) -> plt.Figure:
-    """Quiver plots of where a 2-D denoiser pushes each point, -ε̂(x_t, t), one panel per timestep.
+    """Quiver plots of what a 2-D denoiser makes of each point, one panel per timestep.
 
-    The arrow at x_t is minus the predicted noise (in units of the noise's standard deviation): the direction the
-    denoiser would move x_t, towards the data shrunk by sqrt(ᾱ_t), drawn as light dots when ``data`` (N, 2) is given.
+    The arrow at x_t points to sqrt(ᾱ_t) x̂_0, the denoiser's guess of the clean point, shrunk as the data are in x_t;
+    its full length would be sqrt(1 - ᾱ_t) ε̂, the noise the denoiser would remove, and it is drawn at half that
+    length so that neighbouring arrows do not overlap. ``data`` (N, 2), when given, is drawn shrunk the same way, as
+    light dots.
 
     Args:
         denoiser: ``denoiser(x_t, t, cond) -> ε̂`` for 2-D points.
@@ -164,13 +167,14 @@ def field_panels(
     fig, axes = plt.subplots(1, len(timesteps), figsize=(1.9 * len(timesteps), 2.3), squeeze=False)
     for ax, t, label in zip(axes[0], timesteps, labels, strict=True):
         t_batch = torch.full((len(grid),), int(t), dtype=torch.long)
+        alpha_bar = schedule.alphas_cumprod[int(t)].item()
         with torch.no_grad():
-            arrows = -denoiser(grid, t_batch, None).detach().float().cpu()
+            arrows = -(1 - alpha_bar) ** 0.5 * denoiser(grid, t_batch, None).detach().float().cpu()
         if data is not None:
-            shrunk = schedule.alphas_cumprod[int(t)].sqrt().item() * data.detach().float().cpu()
+            shrunk = alpha_bar**0.5 * data.detach().float().cpu()
             ax.scatter(shrunk[:, 0], shrunk[:, 1], s=1, color="tab:orange", alpha=0.3, linewidths=0)
         ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color="tab:blue", angles="xy",
-                  scale_units="xy", scale=4.0, width=0.006)
+                  scale_units="xy", scale=2.0, width=0.006)
         ax.set(title=label, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
     if title:
         fig.suptitle(title)

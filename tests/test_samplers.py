@@ -395,3 +395,30 @@ def test_bad_input_is_rejected_with_a_clear_error():
         sample_ddim(lambda x, t, c: x[:, :1], x_T, schedule, 10)
     with pytest.raises(ValueError, match=r"x_t must have shape \(B, 2\), got \(4, 3\)"):
         sample_ddim(denoiser, _noise(4, dim=3), schedule, 10)
+
+
+# --------------------------------------------------------------------------- a trained denoiser
+
+
+def test_an_mlp_trained_on_the_ring_reaches_a_sliced_wasserstein_distance_the_untrained_one_does_not():
+    """Measured with this seed: 0.15 after 1,000 steps, sampled by DDPM with 200 steps (a second sample of the data
+    scores 0.075; along training the value wanders between 0.14 and 0.25 as the weights move at a constant learning
+    rate); the untrained network scores above 100. Bounds: trained below 0.35, untrained above 1."""
+    from diffusion_lib.data import toy_2d
+    from diffusion_lib.metrics import sliced_wasserstein
+    from diffusion_lib.models import MLPDenoiser
+    from diffusion_lib.train import Trainer
+
+    schedule = NoiseSchedule.linear()
+    data = toy_2d("eight_gaussians", 2000, generator=torch.Generator().manual_seed(0))
+    fresh = toy_2d("eight_gaussians", 1000, generator=torch.Generator().manual_seed(1))
+    x_T = torch.randn(1000, 2, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    trained, untrained = MLPDenoiser(dim=2), MLPDenoiser(dim=2)
+    Trainer(trained, schedule, data, batch_size=256, lr=1e-3, warmup_steps=100).fit(1000)
+    distances = {}
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        with torch.no_grad():
+            samples = sample_ddpm(model.eval(), x_T, schedule, 200, generator=torch.Generator().manual_seed(4))
+        distances[name] = sliced_wasserstein(samples, fresh, generator=torch.Generator().manual_seed(3)).item()
+    assert distances["trained"] < 0.35 and distances["untrained"] > 1.0, distances
