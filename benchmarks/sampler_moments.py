@@ -14,10 +14,15 @@ from diffusion_lib.analytic import GaussianMixtureDenoiser
 from diffusion_lib.samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 from diffusion_lib.schedules import NoiseSchedule
 
+
+def _seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(1)
+
+
 N, MU = 100_000, torch.tensor([1.0, -2.0], dtype=torch.float64)
 SAMPLERS = {
-    "DDPM-1000, σ²=β": lambda d, x, s: sample_ddpm(d, x, s, variance="beta", generator=torch.Generator().manual_seed(1)),
-    "DDPM-1000, σ²=β̃": lambda d, x, s: sample_ddpm(d, x, s, generator=torch.Generator().manual_seed(1)),
+    "DDPM-1000, σ²=β": lambda d, x, s: sample_ddpm(d, x, s, variance="beta", generator=_seeded()),
+    "DDPM-1000, σ²=β̃": lambda d, x, s: sample_ddpm(d, x, s, generator=_seeded()),
     "DDIM-50": lambda d, x, s: sample_ddim(d, x, s, 50),
     "DDIM-100": lambda d, x, s: sample_ddim(d, x, s, 100),
     "DPM-Solver++-20": lambda d, x, s: sample_dpmpp_2m(d, x, s, 20),
