@@ -1,19 +1,23 @@
 """Data for the book: offline 2-D toys and digits, and checked downloaders for MNIST and Fashion-MNIST."""
 
+from .cifar import CIFAR10_CLASSES, load_cifar10, read_cifar_batch
 from .digits import load_digits
 from .downloads import download, read_idx, sha256_of
 from .mnist import FASHION_MNIST_CLASSES, FileSpec, load_fashion_mnist, load_mnist
 from .toys import TOY_2D_NAMES, eight_gaussians, swiss_roll, toy_2d, two_moons
 
 __all__ = [
+    "CIFAR10_CLASSES",
     "FASHION_MNIST_CLASSES",
     "TOY_2D_NAMES",
     "FileSpec",
     "download",
     "eight_gaussians",
+    "load_cifar10",
     "load_digits",
     "load_fashion_mnist",
     "load_mnist",
+    "read_cifar_batch",
     "read_idx",
     "sha256_of",
     "swiss_roll",
