@@ -28,6 +28,8 @@ def diffusion_loss_per_example(
     cond=None,
     generator: torch.Generator | None = None,
     parameterization: str = "eps",
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of each example of a batch, and the timestep it was drawn at.
 
@@ -42,6 +44,8 @@ def diffusion_loss_per_example(
         cond: conditioning passed to the model unchanged (None for an unconditional model).
         generator: random generator on the device of x0, or None for torch's global one.
         parameterization: what the model predicts: "eps", "x0" or "v".
+        t, noise: the timesteps (B,) and noise ε (shape of x0) to use instead of drawing them, e.g. when a
+            distributed trainer draws them for the whole global batch.
 
     Returns:
         (losses, t): losses of shape (B,), the squared error averaged over each example's elements (float,
@@ -56,8 +60,14 @@ def diffusion_loss_per_example(
         raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}; they must match")
 
     batch = x0.shape[0]
-    t = torch.randint(0, schedule.T, (batch,), generator=generator, device=x0.device)  # (B,)
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # ε, (B, ...)
+    if t is None:
+        t = torch.randint(0, schedule.T, (batch,), generator=generator, device=x0.device)  # (B,)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if t.shape != (batch,) or noise.shape != x0.shape:
+        raise ValueError(f"t must have shape ({batch},) and noise the shape of x0 {tuple(x0.shape)}, got "
+                         f"{tuple(t.shape)} and {tuple(noise.shape)}")
+    eps = noise  # ε, (B, ...)
     x_t = q_sample(schedule, x0, t, eps)  # (B, ...)
 
     prediction = model(x_t, t, cond)

@@ -1,27 +1,43 @@
-"""Training: the one loop of the library, :class:`Trainer`.
+"""Training: the one loop of the library, :class:`Trainer`, and its command line.
 
 Each optimisation step (Ho et al. 2020, Algorithm 1):
 
-    x_0 ← a random minibatch of the data (drawn with replacement)
-    loss ← diffusion_loss(model, x_0, schedule)          (t and ε drawn inside, see diffusion_lib.losses)
+    x_0 ← a random minibatch of the data (drawn with replacement), with its labels if the model is conditional
+    t ~ Uniform{0..T-1}, ε ~ N(0, I)                     (see diffusion_lib.losses)
+    loss ← mean ‖model(x_t, t, label) - ε‖²              (bf16 autocast on CUDA; fp16 + loss scaling without bf16)
     lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up)
-    gradient of the loss, clipped to norm ``grad_clip``, then one AdamW step.
+    gradient, clipped to norm ``grad_clip``, then one AdamW step (fused on CUDA)
+    EMA ← decay · EMA + (1 - decay) · weights            (decay warmed up as min(decay, (1 + step) / (10 + step)))
 
-Randomness comes from two generators on the training device, both seeded from ``seed``: ``data_generator``
-(seed) picks minibatches and ``noise_generator`` (seed + 1) draws t and ε. The model's own initialisation is the
-caller's: seed torch before building the model. Same model weights + same seed → the same loss history.
+Randomness comes from two generators on the training device, both seeded from ``seed``: ``data_generator`` (seed)
+picks minibatch indices and ``noise_generator`` (seed + 1) draws t and ε; dropout uses torch's global generator.
+Every rank of a distributed run draws the indices, t and ε of the whole global batch and trains on its own slice of
+it, so a run gives the same result on one process or on several (up to the order of floating-point sums).
+
+On a GPU nothing in the loop waits for the device: losses stay on it and are copied to the host every
+``log_every`` steps, which is also when they are checked for NaN/inf.
+
+Command line: ``python -m diffusion_lib.train CONFIG.toml [--steps N] [--out DIR] [--resume]``, and the same under
+``torchrun --nproc_per_node=N -m diffusion_lib.train ...`` for several GPUs (see :mod:`diffusion_lib.cli`).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss
+from diffusion_lib import checkpoints
+from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
 from diffusion_lib.schedules import NoiseSchedule
+
+AMP_MODES = ("bf16", "fp16")
 
 
 class Trainer:
@@ -30,25 +46,28 @@ class Trainer:
     Args:
         model: the denoiser, an ``nn.Module``; moved to ``device``.
         schedule: the noise schedule.
-        data: floating tensor of shape (N, ...), N >= 1, the clean training examples; moved to ``device`` once.
-        batch_size: examples per step, drawn uniformly with replacement.
+        data: floating tensor (N, ...), the clean training examples; moved to ``device`` once.
+        labels: int64 tensor (N,) of class labels passed to the model as ``cond``; None for an unconditional model.
+        batch_size: examples per step over all processes, drawn uniformly with replacement; a distributed run
+            splits it evenly between the ranks.
         lr: peak learning rate of AdamW, > 0.
         weight_decay: AdamW's decoupled weight decay, >= 0.
-        warmup_steps: steps of linear warm-up; step s (0-indexed) uses lr · min(1, (s + 1) / warmup_steps).
-            0 disables warm-up.
-        grad_clip: the gradient's global L2 norm is clipped to this value before each update; None disables it.
+        warmup_steps: steps of linear learning-rate warm-up (0: none).
+        grad_clip: clip the gradient's global L2 norm to this value; None disables it.
         parameterization: the model's target, "eps", "x0" or "v".
-        device: where to train; None means the device of the model's parameters (CPU for a model without any).
+        ema_decay: decay of the exponential moving average of the weights kept in :attr:`ema_model`; None: no EMA.
+        amp: "bf16", "fp16" or None (full precision); "auto" picks bf16 on a CUDA GPU that supports it, fp16 on
+            one that does not, and None on a CPU.
+        compile: run the model through ``torch.compile``.
+        device: where to train; None means the device of the model's parameters.
         seed: seeds the two generators (see the module docstring).
-        log_every: losses stay on the device and are copied to the host (one sync) every ``log_every`` steps and
-            at the end of :meth:`fit`; this is also when they are checked for NaN/inf and the progress bar's
-            loss is updated.
+        log_every: how often losses are copied to the host and checked (one sync each time).
 
     Attributes:
         step: optimisation steps taken so far.
-        history: loss of every step taken so far, Python floats, ``len(history) == step`` after :meth:`fit`.
-        optimizer: the ``torch.optim.AdamW``; ``param_groups[0]["lr"]`` is the rate of the latest step.
-        data_generator, noise_generator: the two ``torch.Generator`` s.
+        history: loss of every step so far (Python floats; the mean over the global batch on rank 0, the rank's own
+            slice elsewhere).
+        ema_model: a copy of the model holding the moving average of its weights (use it for sampling), or None.
     """
 
     def __init__(
@@ -57,15 +76,20 @@ class Trainer:
         schedule: NoiseSchedule,
         data: torch.Tensor,
         *,
+        labels: torch.Tensor | None = None,
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         grad_clip: float | None = 1.0,
         parameterization: str = "eps",
+        ema_decay: float | None = None,
+        amp: str | None = "auto",
+        compile: bool = False,
         device: torch.device | str | None = None,
         seed: int = 0,
         log_every: int = 100,
+        n_buckets: int = 10,
     ):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -74,95 +98,153 @@ class Trainer:
         if not isinstance(data, torch.Tensor) or data.ndim < 1 or data.shape[0] < 1 or not data.dtype.is_floating_point:
             what = f"dtype {data.dtype}, shape {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data)
             raise ValueError(f"data must be a floating tensor of shape (N, ...) with N >= 1 examples, got {what}")
+        if labels is not None and (labels.shape != (data.shape[0],) or labels.dtype != torch.long):
+            raise ValueError(f"labels must be an int64 tensor of shape ({data.shape[0]},), got {labels.dtype} "
+                             f"{tuple(labels.shape)}")
         _check_int("batch_size", batch_size, low=1)
         _check_int("warmup_steps", warmup_steps, low=0)
         _check_int("seed", seed, low=0)
         _check_int("log_every", log_every, low=1)
+        _check_int("n_buckets", n_buckets, low=1)
         if not _is_real(lr) or not lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
         if not _is_real(weight_decay) or not weight_decay >= 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
         if grad_clip is not None and (not _is_real(grad_clip) or not grad_clip > 0):
             raise ValueError(f"grad_clip must be a finite number > 0 or None, got {grad_clip!r}")
+        if ema_decay is not None and (not _is_real(ema_decay) or not 0 < ema_decay < 1):
+            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        if amp not in (*AMP_MODES, "auto", None):
+            raise ValueError(f"amp must be one of {(*AMP_MODES, 'auto', None)}, got {amp!r}")
 
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        if batch_size % self.world_size:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {self.world_size}")
         if device is None:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if ema_decay is not None else None
         self.schedule = schedule
         self.data = data.to(self.device)
-        self.batch_size = batch_size
-        self.lr = float(lr)
-        self.warmup_steps = warmup_steps
-        self.grad_clip = grad_clip
-        self.parameterization = parameterization
-        self.seed = seed
-        self.log_every = log_every
+        self.labels = labels.to(self.device) if labels is not None else None
+        self.batch_size, self.lr, self.warmup_steps = batch_size, float(lr), warmup_steps
+        self.grad_clip, self.parameterization, self.ema_decay = grad_clip, parameterization, ema_decay
+        self.seed, self.log_every, self.n_buckets = seed, log_every, n_buckets
+        self.amp = _resolve_amp(amp, self.device)
 
+        forward = self.model
+        if self.world_size > 1:
+            forward = nn.parallel.DistributedDataParallel(self.model)
+        self._forward = torch.compile(forward) if compile else forward
         self.data_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=weight_decay,
+                                           fused=self.device.type == "cuda" or None)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.step = 0
         self.history: list[float] = []
+        self.bucket_loss = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
+        self.bucket_count = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
 
+    # ------------------------------------------------------------------ one step
     def lr_at(self, step: int) -> float:
         """Learning rate of optimisation step ``step`` (0-indexed): linear warm-up, then constant."""
         if self.warmup_steps == 0:
             return self.lr
         return self.lr * min(1.0, (step + 1) / self.warmup_steps)
 
-    def train_step(self) -> torch.Tensor:
-        """One optimisation step; returns the minibatch loss as a detached 0-d tensor on the device (no sync).
+    def ema_decay_at(self, step: int) -> float:
+        """EMA decay used after step ``step``: ``min(ema_decay, (1 + step) / (10 + step))``, so that the average
+        forgets the random initial weights quickly."""
+        return min(self.ema_decay, (1 + step) / (10 + step))
 
-        The (clipped) gradients of the step stay in the parameters' ``.grad`` until the next step.
-        """
+    def train_step(self) -> torch.Tensor:
+        """One optimisation step; returns this rank's minibatch loss, detached, on the device (no sync)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        index = torch.randint(0, self.data.shape[0], (self.batch_size,), generator=self.data_generator,
-                              device=self.device)
-        x0 = self.data[index]  # (batch_size, ...)
-        loss = diffusion_loss(self.model, x0, self.schedule, generator=self.noise_generator,
-                              parameterization=self.parameterization)
+        x0, cond, t, noise = self._batch()
+        with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None):
+            losses, t = diffusion_loss_per_example(self._forward, x0, self.schedule, cond=cond, t=t, noise=noise,
+                                                   parameterization=self.parameterization)
+        loss = losses.float().mean()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema_model is not None:
+            ema, params = list(self.ema_model.parameters()), list(self.model.parameters())
+            torch._foreach_lerp_(ema, params, 1.0 - self.ema_decay_at(self.step))
+        bucket = t * self.n_buckets // self.schedule.T
+        self.bucket_loss.index_add_(0, bucket, losses.detach().double())
+        self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float64))
         self.step += 1
         return loss.detach()
 
-    def fit(self, steps: int, *, progress: bool = False) -> list[float]:
-        """Run ``steps`` optimisation steps (continuing from :attr:`step`) and return :attr:`history`.
+    def _batch(self):
+        """This rank's slice of the global batch: (x0, labels or None, t, ε)."""
+        n, per_rank = self.batch_size, self.batch_size // self.world_size
+        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
+        t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
+        noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
+                            dtype=self.data.dtype)[mine]
+        cond = self.labels[index] if self.labels is not None else None
+        return self.data[index], cond, t, noise
 
-        Losses are copied to the host every ``log_every`` steps and at the end. If one of them is NaN or infinite,
-        FloatingPointError names the first such step; the model may have trained on for up to ``log_every - 1``
-        steps after it, so its weights should be discarded. :attr:`history` then includes the non-finite values.
+    # ------------------------------------------------------------------ loops
+    def fit(self, steps: int, *, progress: bool = False, checkpoint_every: int | None = None,
+            checkpoint_path=None, meta: dict[str, Any] | None = None) -> list[float]:
+        """Run ``steps`` optimisation steps (continuing from :attr:`step`) and return :attr:`history`.
 
         Args:
             steps: number of steps, >= 0.
-            progress: show a ``tqdm.auto`` progress bar with the latest logged loss.
+            progress: show a ``tqdm.auto`` progress bar with the latest logged loss (rank 0 only).
+            checkpoint_every, checkpoint_path, meta: save a checkpoint (see :meth:`save`) every that many steps and
+                at the end.
 
-        Returns:
-            :attr:`history`, the loss of every step since the Trainer was made (this call's steps at the end).
+        Raises:
+            FloatingPointError: a loss was NaN or infinite; it names the first such step. Training may have gone on
+                for up to ``log_every - 1`` steps after it: discard the model.
         """
         _check_int("steps", steps, low=0)
         self.model.train()
         pending: list[torch.Tensor] = []
-        with tqdm(total=steps, disable=not progress, desc="training") as bar:
+        with tqdm(total=steps, disable=not progress or self.rank != 0, desc="training") as bar:
             for i in range(steps):
                 pending.append(self.train_step())
                 bar.update(1)
-                if len(pending) == self.log_every or i == steps - 1:
+                last = i == steps - 1
+                if len(pending) == self.log_every or last:
                     self._log(pending, bar)
                     pending = []
+                if checkpoint_path is not None and (last or (checkpoint_every and self.step % checkpoint_every == 0)):
+                    self.save(checkpoint_path, meta)
         return self.history
+
+    def loss_by_t(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean training loss in ``n_buckets`` equal ranges of t over all steps so far.
+
+        Returns:
+            (centres of the ranges in 0-indexed timesteps (n_buckets,), mean loss (n_buckets,), NaN where empty).
+        """
+        width = self.schedule.T / self.n_buckets
+        centres = (torch.arange(self.n_buckets, dtype=torch.float64) + 0.5) * width
+        return centres, (self.bucket_loss / self.bucket_count).cpu()
 
     def _log(self, pending: list[torch.Tensor], bar) -> None:
         """Copy the pending losses to the host (one sync), append them to the history and check them."""
         first = self.step - len(pending)
-        values = torch.stack(pending).tolist()
+        stacked = torch.stack(pending)
+        if self.world_size > 1:
+            dist.all_reduce(stacked)
+            stacked /= self.world_size
+        values = stacked.tolist()
         self.history.extend(values)
         bar.set_postfix(loss=f"{values[-1]:.4f}", refresh=False)
         for k, value in enumerate(values):
@@ -172,6 +254,94 @@ class Trainer:
                     f"{self.log_every} steps, so training went on to step {self.step - 1}: discard this model"
                 )
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Everything needed to continue training exactly, as named tensors."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema_model is not None:
+            tensors |= {f"ema.{k}": v for k, v in self.ema_model.state_dict().items()}
+        for index, state in self.optimizer.state_dict()["state"].items():
+            tensors |= {f"optim.{index}.{k}": torch.as_tensor(v) for k, v in state.items()}
+        tensors |= {
+            "rng.data": self.data_generator.get_state(),
+            "rng.noise": self.noise_generator.get_state(),
+            "rng.torch": torch.get_rng_state(),
+            "history": torch.tensor(self.history, dtype=torch.float64),
+            "bucket.loss": self.bucket_loss,
+            "bucket.count": self.bucket_count,
+            "scaler.scale": torch.tensor(self.scaler.get_scale() if self.scaler.is_enabled() else 1.0),
+        }
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return tensors
+
+    def save(self, path, meta: dict[str, Any] | None = None):
+        """Write a checkpoint (rank 0 only) that :meth:`load_state` resumes from; ``meta`` is stored in its JSON."""
+        if self.rank != 0:
+            return None
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
+        record = {**(meta or {}), "step": self.step, "optimizer_param_groups": groups,
+                  "trainer": {"batch_size": self.batch_size, "lr": self.lr, "warmup_steps": self.warmup_steps,
+                              "grad_clip": self.grad_clip, "parameterization": self.parameterization,
+                              "ema_decay": self.ema_decay, "amp": self.amp, "seed": self.seed},
+                  "final_loss": self.history[-1] if self.history else None}
+        return checkpoints.save(path, self.state_tensors(), json.loads(json.dumps(record)))
+
+    def load_state(self, path) -> dict[str, Any]:
+        """Continue from a checkpoint written by :meth:`save`: weights, EMA, optimiser, generators, step, history.
+
+        Raises:
+            ValueError: the checkpoint does not fit this trainer's model (names the first missing or mismatched
+                tensor), or the files are corrupt or do not belong together (see :func:`checkpoints.load`).
+        """
+        tensors, meta = checkpoints.load(path)
+        _load_module(self.model, tensors, "model.", path)
+        if self.ema_model is not None:
+            _load_module(self.ema_model, tensors, "ema.", path)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, index, key = name.split(".", 2)
+                state.setdefault(int(index), {})[key] = value
+        groups = self.optimizer.state_dict()["param_groups"]
+        for group, saved in zip(groups, meta["optimizer_param_groups"], strict=True):
+            group.update({k: tuple(v) if k == "betas" else v for k, v in saved.items()})
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        self.data_generator.set_state(tensors["rng.data"])
+        self.noise_generator.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if self.scaler.is_enabled():
+            self.scaler.update(float(tensors["scaler.scale"]))
+        self.history = tensors["history"].tolist()
+        self.bucket_loss.copy_(tensors["bucket.loss"])
+        self.bucket_count.copy_(tensors["bucket.count"])
+        self.step = int(meta["step"])
+        return meta
+
+
+def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
+    expected = module.state_dict()
+    for name, value in expected.items():
+        saved = tensors.get(prefix + name)
+        if saved is None or saved.shape != value.shape:
+            found = "missing" if saved is None else f"shape {tuple(saved.shape)}"
+            raise ValueError(f"checkpoint {path} does not fit this model: {prefix}{name} should have shape "
+                             f"{tuple(value.shape)}, found {found}")
+    module.load_state_dict({name: tensors[prefix + name] for name in expected})
+
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, None: torch.float32}
+
+
+def _resolve_amp(amp: str | None, device: torch.device) -> str | None:
+    if amp != "auto":
+        return amp
+    if device.type != "cuda":
+        return None
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
 
 def _is_real(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -180,3 +350,9 @@ def _is_real(value) -> bool:
 def _check_int(name: str, value, *, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+if __name__ == "__main__":
+    from diffusion_lib.cli import main
+
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The training command line: ``python -m diffusion_lib.train CONFIG.toml [--steps N] [--out DIR] [--resume]``.
+
+A TOML config has four tables (see ``configs/*.toml``); every key is checked, and an unknown key, a value of the
+wrong type or a missing file is an error that names the key and the file:
+
+    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10", root (download cache), class_conditional
+    [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
+    [schedule]  name = "linear" | "cosine", T
+    [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile, seed,
+                log_every, checkpoint_every
+
+It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
+``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what :func:`load_denoiser` loads).
+
+Several GPUs: ``torchrun --nproc_per_node=N -m diffusion_lib.train CONFIG.toml``. Each process trains on its slice of
+every global batch (``batch_size`` is the global batch); rank 0 logs and writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from diffusion_lib import __version__, checkpoints
+from diffusion_lib.schedules import NoiseSchedule
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+# table -> key -> (accepted types, default); a default of ... means required.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "data": {
+        "dataset": ((str,), ...),
+        "root": ((str,), "~/.cache/diffusion_lib"),
+        "class_conditional": ((bool,), False),
+    },
+    "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
+    "train": {
+        "steps": ((int,), ...),
+        "batch_size": ((int,), 128),
+        "lr": ((float, int), 2e-4),
+        "warmup_steps": ((int,), 500),
+        "weight_decay": ((float, int), 0.0),
+        "grad_clip": ((float, int), 1.0),
+        "ema_decay": ((float,), 0.9999),
+        "amp": ((str,), "auto"),
+        "compile": ((bool,), False),
+        "seed": ((int,), 0),
+        "log_every": ((int,), 100),
+        "checkpoint_every": ((int,), 1000),
+    },
+}
+
+
+def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Read and check a TOML training config; fill in defaults.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: invalid TOML, an unknown table or key, a wrong type or a missing required key (the message
+            names the key and the file).
+    """
+    from diffusion_lib.models.unet import UNetConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    unknown = set(raw) - {*SCHEMA, "model"}
+    if unknown:
+        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected {sorted({*SCHEMA, 'model'})}")
+    config: dict[str, dict[str, Any]] = {}
+    for table, keys in SCHEMA.items():
+        given = raw.get(table, {})
+        for key in given:
+            if key not in keys:
+                raise ValueError(f"{path}: unknown key {table}.{key}; expected one of {sorted(keys)}")
+        config[table] = {}
+        for key, (types, default) in keys.items():
+            if key not in given:
+                if default is ...:
+                    raise ValueError(f"{path}: missing required key {table}.{key}")
+                config[table][key] = default
+                continue
+            value = given[key]
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+                names = " or ".join(t.__name__ for t in types)
+                raise ValueError(f"{path}: {table}.{key} must be {names}, got {value!r}")
+            config[table][key] = value
+    model = dict(raw.get("model", {}))
+    if not isinstance(model.get("preset"), str):
+        raise ValueError(f"{path}: missing required key model.preset (a string)")
+    fields = {f.name for f in dataclasses.fields(UNetConfig)}
+    for key in model:
+        if key != "preset" and key not in fields:
+            raise ValueError(f"{path}: unknown key model.{key}; expected preset or one of {sorted(fields)}")
+    config["model"] = model
+    if config["data"]["dataset"] not in DATASETS:
+        raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
+    return config
+
+
+def load_data(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,))."""
+    from diffusion_lib import data as datasets
+
+    root = Path(data["root"]).expanduser()
+    name = data["dataset"]
+    if name == "digits":
+        return datasets.load_digits("train")
+    loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
+              "cifar10": datasets.load_cifar10}[name]
+    return loader(root, "train")
+
+
+def build(config: dict[str, dict[str, Any]], device: torch.device):
+    """(model, schedule, data, labels) for a checked config."""
+    from diffusion_lib.models.unet import unet_from_preset
+
+    images, labels = load_data(config["data"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
+    if config["data"]["class_conditional"]:
+        overrides.setdefault("num_classes", int(labels.max()) + 1)
+    torch.manual_seed(config["train"]["seed"])  # the model's initial weights
+    model = unet_from_preset(config["model"]["preset"], **overrides).to(device)
+    schedule = NoiseSchedule.from_name(config["schedule"]["name"], config["schedule"]["T"])
+    return model, schedule, images, labels if config["data"]["class_conditional"] else None
+
+
+def export_denoiser(trainer, path, meta: dict[str, Any]) -> Path:
+    """Write the EMA weights (or the raw ones without EMA) and what is needed to rebuild the model."""
+    model = trainer.ema_model if trainer.ema_model is not None else trainer.model
+    record = {**meta, "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
+              "weights": "ema" if trainer.ema_model is not None else "raw"}
+    return checkpoints.save(path, dict(model.state_dict()), record)
+
+
+def load_denoiser(path_or_name: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Load an exported denoiser in one call: a shipped name (``"digits"``) or a path written by the CLI.
+
+    Returns:
+        (model in eval mode, its NoiseSchedule, the checkpoint's JSON record).
+    """
+    from diffusion_lib.models.unet import UNet, UNetConfig
+
+    path = Path(path_or_name)
+    if not path.with_suffix(".json").exists() and not path.exists():
+        path = checkpoints.pretrained_path(str(path_or_name))
+    tensors, meta = checkpoints.load(path)
+    fields = dict(meta["model_config"])
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    model = UNet(UNetConfig(**fields))
+    model.load_state_dict(tensors)
+    schedule = NoiseSchedule.from_name(meta["config"]["schedule"]["name"], meta["config"]["schedule"]["T"])
+    return model.to(device).eval(), schedule, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    from diffusion_lib.train import Trainer
+
+    parser = argparse.ArgumentParser(prog="python -m diffusion_lib.train",
+                                     description="Train a diffusion U-Net from a TOML config.")
+    parser.add_argument("config", type=Path, help="the TOML config, e.g. configs/digits.toml")
+    parser.add_argument("--steps", type=int, help="total optimisation steps (overrides train.steps)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if present")
+    args = parser.parse_args(argv)
+
+    config = read_config(args.config)
+    steps = args.steps if args.steps is not None else config["train"]["steps"]
+    if steps < 0:
+        parser.error(f"--steps must be >= 0, got {steps}")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank = dist.get_rank() if distributed else 0
+
+    try:
+        model, schedule, images, labels = build(config, device)
+        t = config["train"]
+        trainer = Trainer(model, schedule, images, labels=labels, batch_size=t["batch_size"], lr=float(t["lr"]),
+                          weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
+                          grad_clip=float(t["grad_clip"]), ema_decay=t["ema_decay"], amp=t["amp"],
+                          compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"])
+        name = args.config.stem
+        state_path, export_path = args.out / name, args.out / f"{name}-ema"
+        if args.resume and state_path.with_suffix(".json").exists():
+            trainer.load_state(state_path)
+            if rank == 0:
+                print(f"resumed from {state_path} at step {trainer.step}")
+        command = "python -m diffusion_lib.train " + shlex.join([str(a) for a in (argv or sys.argv[1:])])
+        meta = {"config": config, "command": command, "world_size": trainer.world_size,
+                "torch_version": torch.__version__, "library_version": __version__}
+        if rank == 0:
+            print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
+                  f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
+        start = time.perf_counter()
+        trainer.fit(max(steps - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
+                    checkpoint_path=state_path, meta=meta)
+        if rank == 0:
+            seconds = time.perf_counter() - start
+            export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
+                                                   "final_loss": trainer.history[-1] if trainer.history else None})
+            print(f"done in {seconds:.0f} s; wrote {state_path}.* and {export_path}.*")
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,243 @@
+"""The full training path: EMA, checkpoints, exact resume, distributed training, and the command line."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from diffusion_lib import checkpoints
+from diffusion_lib.cli import load_denoiser, main, read_config
+from diffusion_lib.data import load_digits
+from diffusion_lib.models import MLPDenoiser
+from diffusion_lib.models.unet import unet_from_preset
+from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.train import Trainer
+
+DIGITS = load_digits("train")[0][:256]
+
+
+def _unet_trainer(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = unet_from_preset("digits_small", dropout=0.1)  # dropout: the global RNG must be restored too
+    options = dict(batch_size=16, lr=1e-3, warmup_steps=2, ema_decay=0.99, log_every=2)
+    return Trainer(model, NoiseSchedule.cosine(), DIGITS, **(options | kwargs))
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_training_n_steps_equals_n_over_2_then_resume_bit_for_bit(tmp_path):
+    straight = _unet_trainer()
+    straight.fit(6)
+
+    first_half = _unet_trainer()
+    first_half.fit(3)
+    first_half.save(tmp_path / "state")
+    torch.manual_seed(123)  # disturb the global RNG: resuming must restore it
+    resumed = _unet_trainer(seed=99)  # different initial weights: they must be overwritten
+    resumed.load_state(tmp_path / "state")
+    resumed.fit(3)
+
+    assert resumed.step == straight.step == 6
+    assert _same(resumed.model, straight.model)
+    assert _same(resumed.ema_model, straight.ema_model)
+    assert resumed.history == straight.history
+    torch.testing.assert_close(resumed.loss_by_t()[1], straight.loss_by_t()[1], equal_nan=True)
+
+
+def test_ema_follows_its_warmed_up_decay():
+    trainer = _unet_trainer(ema_decay=0.999)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit(1)
+    weight = 1 - min(0.999, 1 / 10)  # step 0: the warm-up decay (1 + 0) / (10 + 0)
+    for ema, old, new in zip(trainer.ema_model.parameters(), before, trainer.model.parameters(), strict=True):
+        torch.testing.assert_close(ema, old + weight * (new.detach() - old))
+    assert trainer.ema_decay_at(10_000) == 0.999
+
+
+def test_loss_by_t_counts_every_example():
+    trainer = _unet_trainer()
+    trainer.fit(4)
+    centres, means = trainer.loss_by_t()
+    assert centres.tolist() == [50.0 + 100 * i for i in range(10)]
+    assert trainer.bucket_count.sum().item() == 4 * 16
+    occupied = trainer.bucket_count > 0
+    assert torch.isfinite(means[occupied.cpu()]).all()
+
+
+# --------------------------------------------------------------------------- checkpoint files
+
+
+def test_a_checkpoint_round_trips_and_records_its_hash(tmp_path):
+    tensors = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    checkpoints.save(tmp_path / "ck", tensors, {"note": "x"})
+    loaded, meta = checkpoints.load(tmp_path / "ck.json")
+    assert torch.equal(loaded["a"], tensors["a"]) and torch.equal(loaded["b"], tensors["b"])
+    assert meta["note"] == "x" and meta["format"] == checkpoints.FORMAT and len(meta["tensors_sha256"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.json", "ck.safetensors"]  # no temporary files left
+
+
+def test_corrupt_truncated_or_mismatched_checkpoints_are_refused(tmp_path):
+    checkpoints.save(tmp_path / "ck", {"a": torch.zeros(100)}, {})
+    tensor_file = tmp_path / "ck.safetensors"
+    good = tensor_file.read_bytes()
+
+    tensor_file.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"does not match .*ck\.json: its SHA-256 is"):
+        checkpoints.load(tmp_path / "ck")
+
+    checkpoints.save(tmp_path / "other", {"a": torch.ones(100)}, {})
+    tensor_file.write_bytes((tmp_path / "other.safetensors").read_bytes())  # a file from another save
+    with pytest.raises(ValueError, match="files from two different saves"):
+        checkpoints.load(tmp_path / "ck")
+
+    (tmp_path / "ck.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"ck\.json is not valid JSON"):
+        checkpoints.load(tmp_path / "ck")
+    (tmp_path / "ck.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match=r"is not a diffusion_lib\.checkpoint/1 checkpoint"):
+        checkpoints.load(tmp_path / "ck")
+    with pytest.raises(FileNotFoundError, match=r"missing\.json does not exist"):
+        checkpoints.load(tmp_path / "missing")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    checkpoints.save(tmp_path / "ck", {"a": torch.zeros(3)}, {"version": 1})
+
+    def broken(tensors, filename):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save(tmp_path / "ck", {"a": torch.ones(3)}, {"version": 2})
+    tensors, meta = checkpoints.load(tmp_path / "ck")
+    assert meta["version"] == 1 and torch.equal(tensors["a"], torch.zeros(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.json", "ck.safetensors"]
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_changes_nothing(tmp_path):
+    small = _unet_trainer()
+    small.save(tmp_path / "small")
+    torch.manual_seed(0)
+    other = Trainer(unet_from_preset("digits"), NoiseSchedule.cosine(), DIGITS, ema_decay=0.99)
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"does not fit this model: model\..* should have shape"):
+        other.load_state(tmp_path / "small")
+    assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())
+    assert other.step == 0
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def _mlp_trainer() -> Trainer:
+    """In float64: Adam divides each gradient by its running size, so float32 rounding in the order of the sums
+    (one process or two) becomes visible in weights whose gradient is near 0; float64 keeps it below 1e-12."""
+    torch.manual_seed(0)
+    data = torch.randn(512, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return Trainer(MLPDenoiser(dim=2).double(), NoiseSchedule.linear(), data, batch_size=64, lr=1e-2, ema_decay=0.9,
+                   log_every=1)
+
+
+def _ddp_worker(rank: int, world_size: int, folder: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size)
+    try:
+        trainer = _mlp_trainer()
+        trainer.fit(3)
+        if rank == 0:
+            save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{folder}/ddp.safetensors")
+            save_file({"history": torch.tensor(trainer.history, dtype=torch.float64)}, f"{folder}/history.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_make_the_same_updates_as_one_on_the_whole_batch(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    single = _mlp_trainer()
+    single.fit(3)
+    distributed = load_file(tmp_path / "ddp.safetensors")
+    for name, value in single.model.state_dict().items():
+        assert (distributed[name] - value).abs().max() < 1e-6, name
+    history = load_file(tmp_path / "history.safetensors")["history"]
+    assert (history - torch.tensor(single.history, dtype=torch.float64)).abs().max() < 1e-6
+
+
+# --------------------------------------------------------------------------- the command line
+
+TINY = """
+[data]
+dataset = "digits"
+
+[model]
+preset = "digits_small"
+
+[schedule]
+name = "cosine"
+T = 100
+
+[train]
+steps = 3
+batch_size = 8
+warmup_steps = 1
+ema_decay = 0.9
+log_every = 1
+checkpoint_every = 2
+"""
+
+
+def test_the_command_line_trains_saves_resumes_and_exports(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    for name in ("tiny.json", "tiny.safetensors", "tiny-ema.json", "tiny-ema.safetensors"):
+        assert (tmp_path / "runs" / name).is_file()
+    assert main([str(config), "--out", str(tmp_path / "runs"), "--resume", "--steps", "5"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    model, schedule, meta = load_denoiser(tmp_path / "runs" / "tiny-ema")
+    assert meta["steps"] == 5 and meta["command"].startswith("python -m diffusion_lib.train ")
+    assert schedule.T == 100 and meta["library_version"]
+    x = torch.randn(4, 1, 8, 8)
+    assert model(x, torch.full((4,), 10)).shape == x.shape
+
+
+def test_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "CONFIG" in capsys.readouterr().out.upper()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (TINY.replace("batch_size = 8", "batch_sise = 8"), r"unknown key train\.batch_sise"),
+    (TINY.replace("batch_size = 8", 'batch_size = "8"'), r"train\.batch_size must be int, got '8'"),
+    (TINY.replace("steps = 3\n", ""), r"missing required key train\.steps"),
+    (TINY + "\n[optimizer]\nname = 'sgd'\n", r"unknown table \[optimizer\]"),
+    (TINY.replace('preset = "digits_small"', 'preset = "digits_small"\nwidth = 3'), r"unknown key model\.width"),
+    (TINY.replace('"digits"', '"imagenet"', 1), r"data\.dataset must be one of"),
+    (TINY.replace("ema_decay = 0.9", "ema_decay = true"), r"train\.ema_decay must be float, got True"),
+])
+def test_bad_configs_name_the_key_and_the_file(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+        read_config(config)
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.toml does not exist"):
+        read_config(tmp_path / "nowhere.toml")
+
+
+def test_the_shipped_configs_are_valid():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    names = sorted(p.name for p in root.glob("*.toml"))
+    assert names == ["cifar10.toml", "digits.toml", "mnist.toml"]
+    for name in names:
+        read_config(root / name)
+
