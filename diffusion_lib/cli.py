@@ -36,6 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from diffusion_lib import __version__, checkpoints
+from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.schedules import NoiseSchedule
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
@@ -116,17 +117,17 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return config
 
 
-def load_data(data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,))."""
+def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,))."""
     from diffusion_lib import data as datasets
 
     root = Path(data["root"]).expanduser()
     name = data["dataset"]
     if name == "digits":
-        return datasets.load_digits("train")
+        return datasets.load_digits(split)
     loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
               "cifar10": datasets.load_cifar10}[name]
-    return loader(root, "train")
+    return loader(root, split)
 
 
 def build(config: dict[str, dict[str, Any]], device: torch.device):
@@ -143,11 +144,19 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
     return model, schedule, images, labels if config["data"]["class_conditional"] else None
 
 
-def export_denoiser(trainer, path, meta: dict[str, Any]) -> Path:
-    """Write the EMA weights (or the raw ones without EMA) and what is needed to rebuild the model."""
+def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path:
+    """Write the EMA weights (or the raw ones without EMA) and what is needed to rebuild the model.
+
+    With ``test_data`` = (images, labels), the JSON also records the denoising loss on it
+    (:func:`diffusion_lib.losses.evaluate_loss`, seed 0), a number anyone can check again after loading.
+    """
     model = trainer.ema_model if trainer.ema_model is not None else trainer.model
     record = {**meta, "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
               "weights": "ema" if trainer.ema_model is not None else "raw"}
+    if test_data is not None:
+        images, labels = test_data
+        cond = labels.to(trainer.device) if trainer.labels is not None else None
+        record["test_loss"] = evaluate_loss(model, images.to(trainer.device), trainer.schedule, cond=cond, seed=0)
     return checkpoints.save(path, dict(model.state_dict()), record)
 
 
@@ -220,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             seconds = time.perf_counter() - start
             export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
-                                                   "final_loss": trainer.history[-1] if trainer.history else None})
+                                                   "final_loss": trainer.history[-1] if trainer.history else None},
+                            test_data=load_data(config["data"], "test"))
             print(f"done in {seconds:.0f} s; wrote {state_path}.* and {export_path}.*")
     finally:
         if distributed:

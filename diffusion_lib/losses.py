@@ -101,3 +101,44 @@ def diffusion_loss(
         model, x0, schedule, cond=cond, generator=generator, parameterization=parameterization
     )
     return losses.mean()
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model,
+    data: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    cond=None,
+    seed: int = 0,
+    repeats: int = 4,
+    batch_size: int = 512,
+    parameterization: str = "eps",
+) -> float:
+    """The denoising loss on held-out data, averaged over ``repeats`` draws of (t, ε) per example.
+
+    Deterministic for a given ``seed`` (its own CPU generator; the draws are made on the CPU and moved to the data's
+    device), so a number recorded at training time can be checked again later.
+
+    Args:
+        model: the denoiser, called in eval mode.
+        data: (N, ...) clean examples; ``cond`` (N,) labels or None.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    total, count = 0.0, 0
+    for _ in range(repeats):
+        for start in range(0, data.shape[0], batch_size):
+            x0 = data[start:start + batch_size]
+            t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+            c = cond[start:start + batch_size] if cond is not None else None
+            losses, _ = diffusion_loss_per_example(model, x0, schedule, cond=c, t=t, noise=noise,
+                                                   parameterization=parameterization)
+            total += losses.double().sum().item()
+            count += x0.shape[0]
+    if was_training:
+        model.train()
+    return total / count

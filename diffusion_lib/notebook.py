@@ -30,7 +30,8 @@ class Budget:
         seed: the seed every random generator started from.
         n_points: 2-D points in toy experiments and scatter plots.
         n_images: images in statistics over a data set (e.g. noised copies measured against N(0, I)).
-        train_steps: optimisation steps when a chapter trains a small model itself.
+        train_steps: optimisation steps when a chapter trains a small model on 2-D points.
+        image_train_steps: optimisation steps when a chapter trains a U-Net on images itself.
     """
 
     name: str
@@ -39,6 +40,7 @@ class Budget:
     n_points: int
     n_images: int
     train_steps: int
+    image_train_steps: int
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A fresh CPU ``torch.Generator`` seeded with ``seed + offset``: one per experiment keeps cells independent."""
@@ -46,8 +48,8 @@ class Budget:
 
 
 BUDGETS = {
-    "quick": dict(n_points=2_000, n_images=1_797, train_steps=4_000),
-    "full": dict(n_points=20_000, n_images=17_970, train_steps=20_000),
+    "quick": dict(n_points=2_000, n_images=1_797, train_steps=4_000, image_train_steps=600),
+    "full": dict(n_points=20_000, n_images=17_970, train_steps=20_000, image_train_steps=20_000),
 }
 
 

@@ -19,7 +19,8 @@ def test_quick_budget_on_a_cpu_by_default(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     budget = setup()
     assert budget == Budget(name="quick", device=torch.device("cpu"), seed=0, **BUDGETS["quick"])
-    expected = "device: cpu | budget: quick (n_points=2,000, n_images=1,797, train_steps=4,000) | seed: 0\n"
+    expected = ("device: cpu | budget: quick (n_points=2,000, n_images=1,797, train_steps=4,000, "
+                "image_train_steps=600) | seed: 0\n")
     assert capsys.readouterr().out == expected
 
 

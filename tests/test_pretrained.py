@@ -1,0 +1,36 @@
+"""The checkpoints shipped inside the package: they load in one call and still score what their JSON records."""
+
+import pytest
+import torch
+
+from diffusion_lib import checkpoints
+from diffusion_lib.cli import load_denoiser
+from diffusion_lib.data import load_digits
+from diffusion_lib.losses import evaluate_loss
+from diffusion_lib.models.unet import PRESETS, UNet
+
+
+def test_the_digits_model_loads_in_one_call_and_says_how_it_was_made():
+    model, schedule, meta = load_denoiser("digits")
+    assert isinstance(model, UNet) and not model.training
+    assert model.config == PRESETS["digits"]
+    assert (schedule.name, schedule.T) == ("cosine", 1000)
+    assert meta["command"] == "python -m diffusion_lib.train configs/digits.toml --out runs"
+    assert meta["steps"] == meta["config"]["train"]["steps"] == 4000
+    assert meta["weights"] == "ema" and meta["library_version"]
+    assert meta["train_seconds"] < 30 * 60  # the issue's budget for remaking it on a 2-core CPU
+
+
+def test_the_digits_model_still_scores_its_recorded_test_loss_far_below_an_untrained_one():
+    model, schedule, meta = load_denoiser("digits")
+    test_x, _ = load_digits("test")
+    measured = evaluate_loss(model, test_x, schedule, seed=0)
+    assert measured == pytest.approx(meta["test_loss"], abs=1e-5)
+    torch.manual_seed(0)
+    untrained = evaluate_loss(UNet(PRESETS["digits"]), test_x, schedule, seed=0)
+    assert measured < 0.5 * untrained, (measured, untrained)
+
+
+def test_an_unknown_shipped_name_lists_the_available_ones():
+    with pytest.raises(ValueError, match=r"no shipped checkpoint named 'imagenet'; available: \[.*'digits'"):
+        checkpoints.pretrained_path("imagenet")
