@@ -241,3 +241,10 @@ def test_the_shipped_configs_are_valid():
     for name in names:
         read_config(root / name)
 
+
+
+def test_the_unet_loss_falls_on_digits_within_a_few_dozen_steps():
+    """Measured: the mean loss of steps 31-40 is about 0.45 of that of steps 1-10 (0.6 bound)."""
+    trainer = _unet_trainer(batch_size=64, lr=2e-3, warmup_steps=5, log_every=10)
+    history = torch.tensor(trainer.fit(40))
+    assert history[-10:].mean() < 0.6 * history[:10].mean(), history
