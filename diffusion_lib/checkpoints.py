@@ -88,11 +88,6 @@ def pretrained_path(name: str) -> Path:
     return PRETRAINED / name
 
 
-def generator_state(generator: torch.Generator) -> torch.Tensor:
-    """A generator's state as a uint8 tensor (storable in safetensors)."""
-    return generator.get_state().clone()
-
-
 def _base(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
