@@ -3,11 +3,16 @@
 A TOML config has four tables (see ``configs/*.toml``); every key is checked, and an unknown key, a value of the
 wrong type or a missing file is an error that names the key and the file:
 
-    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10", root (download cache), class_conditional
+    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes", root (download cache),
+                class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with
+                seed 1), two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on
+                each image downsampled to that side and upsampled back, see diffusion_lib.editing)
     [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
+    [text]      optional, shapes only: a text-conditioned model (diffusion_lib.models.text) with a text encoder of
+                dim, depth, heads, max_len, and mode = "cross" | "pooled"
     [schedule]  name = "linear" | "cosine", T
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile, seed,
-                log_every, checkpoint_every
+                log_every, checkpoint_every, cond_dropout (classifier-free guidance)
 
 It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
 ``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what :func:`load_denoiser` loads).
@@ -39,7 +44,8 @@ from diffusion_lib import __version__, checkpoints
 from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.schedules import NoiseSchedule
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes")
+SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
 
 # table -> key -> (accepted types, default); a default of ... means required.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
@@ -47,6 +53,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "dataset": ((str,), ...),
         "root": ((str,), "~/.cache/diffusion_lib"),
         "class_conditional": ((bool,), False),
+        "n_train": ((int,), 30000),
+        "two_object_fraction": ((float, int), 0.5),
+        "low_resolution": ((int,), 0),
     },
     "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
     "train": {
@@ -62,7 +71,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "seed": ((int,), 0),
         "log_every": ((int,), 100),
         "checkpoint_every": ((int,), 1000),
+        "cond_dropout": ((float, int), 0.0),
     },
+}
+TEXT_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
+    "dim": ((int,), 64), "depth": ((int,), 2), "heads": ((int,), 4), "max_len": ((int,), 16), "mode": ((str,), "cross"),
 }
 
 
@@ -83,11 +96,13 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
-    unknown = set(raw) - {*SCHEMA, "model"}
+    unknown = set(raw) - {*SCHEMA, "model", "text"}
     if unknown:
-        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected {sorted({*SCHEMA, 'model'})}")
+        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected "
+                         f"{sorted({*SCHEMA, 'model', 'text'})}")
     config: dict[str, dict[str, Any]] = {}
-    for table, keys in SCHEMA.items():
+    schema = {**SCHEMA, "text": TEXT_SCHEMA} if "text" in raw else SCHEMA
+    for table, keys in schema.items():
         given = raw.get(table, {})
         for key in given:
             if key not in keys:
@@ -114,15 +129,27 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     config["model"] = model
     if config["data"]["dataset"] not in DATASETS:
         raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
+    if "text" in config and config["data"]["dataset"] != "shapes":
+        raise ValueError(f"{path}: a [text] table needs data.dataset = 'shapes' (the data set with captions)")
+    kinds = [k for k, on in (("[text]", "text" in config),
+                             ("data.class_conditional", config["data"]["class_conditional"]),
+                             ("data.low_resolution", config["data"]["low_resolution"] > 0)) if on]
+    if len(kinds) > 1:
+        raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
     return config
 
 
-def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,))."""
+def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, Any]:
+    """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
+    captions)."""
     from diffusion_lib import data as datasets
 
     root = Path(data["root"]).expanduser()
     name = data["dataset"]
+    if name == "shapes":
+        n, seed = (data["n_train"], 0) if split == "train" else SHAPES_TEST
+        shapes = datasets.captioned_shapes(n, seed, two_object_fraction=data["two_object_fraction"])
+        return shapes.images, shapes.captions
     if name == "digits":
         return datasets.load_digits(split)
     loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
@@ -131,17 +158,43 @@ def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor,
 
 
 def build(config: dict[str, dict[str, Any]], device: torch.device):
-    """(model, schedule, data, labels) for a checked config."""
-    from diffusion_lib.models.unet import unet_from_preset
+    """(model, schedule, data, cond) for a checked config; cond is what :func:`condition` gives."""
+    from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
+    from diffusion_lib.models.unet import PRESETS, UNet
 
+    name = config["model"]["preset"]
+    if name not in PRESETS:
+        raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
     images, labels = load_data(config["data"])
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
     if config["data"]["class_conditional"]:
         overrides.setdefault("num_classes", int(labels.max()) + 1)
+    if config["data"]["low_resolution"]:
+        overrides.setdefault("cond_channels", images.shape[1])
     torch.manual_seed(config["train"]["seed"])  # the model's initial weights
-    model = unet_from_preset(config["model"]["preset"], **overrides).to(device)
+    if "text" in config:
+        text = config["text"]
+        unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
+        model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(labels).vocab, **text))
+    else:
+        model = UNet(dataclasses.replace(PRESETS[name], **overrides))
+    model = model.to(device)
     schedule = NoiseSchedule.from_name(config["schedule"]["name"], config["schedule"]["T"])
-    return model, schedule, images, labels if config["data"]["class_conditional"] else None
+    return model, schedule, images, condition(config, model, images, labels)
+
+
+def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
+    """The ``cond`` of each example for a config: class labels, tokenised captions, the low-resolution image of a
+    super-resolution model, or None."""
+    from diffusion_lib.editing import degrade
+
+    if "text" in config:
+        return {k: v.cpu() for k, v in model.encode_prompts(labels).items()}
+    if config["data"]["class_conditional"]:
+        return labels
+    if config["data"]["low_resolution"]:
+        return {"image": degrade(images, config["data"]["low_resolution"])}
+    return None
 
 
 def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path:
@@ -151,11 +204,13 @@ def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path
     (:func:`diffusion_lib.losses.evaluate_loss`, seed 0), a number anyone can check again after loading.
     """
     model = trainer.ema_model if trainer.ema_model is not None else trainer.model
-    record = {**meta, "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
+    record = {**meta, "model_class": type(trainer.model).__name__,
+              "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
               "weights": "ema" if trainer.ema_model is not None else "raw"}
     if test_data is not None:
-        images, labels = test_data
-        cond = labels.to(trainer.device) if trainer.labels is not None else None
+        images, cond = test_data
+        cond = {k: v.to(trainer.device) for k, v in cond.items()} if isinstance(cond, dict) else cond
+        cond = cond.to(trainer.device) if isinstance(cond, torch.Tensor) else cond
         record["test_loss"] = evaluate_loss(model, images.to(trainer.device), trainer.schedule, cond=cond, seed=0)
     return checkpoints.save(path, dict(model.state_dict()), record)
 
@@ -166,6 +221,7 @@ def load_denoiser(path_or_name: str | os.PathLike, device: str | torch.device = 
     Returns:
         (model in eval mode, its NoiseSchedule, the checkpoint's JSON record).
     """
+    from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig
     from diffusion_lib.models.unet import UNet, UNetConfig
 
     path = Path(path_or_name)
@@ -173,8 +229,11 @@ def load_denoiser(path_or_name: str | os.PathLike, device: str | torch.device = 
         path = checkpoints.pretrained_path(str(path_or_name))
     tensors, meta = checkpoints.load(path)
     fields = dict(meta["model_config"])
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    model = UNet(UNetConfig(**fields))
+    if meta.get("model_class") == "TextConditionedUNet":
+        model = TextConditionedUNet(TextUNetConfig(**fields))
+    else:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        model = UNet(UNetConfig(**fields))
     model.load_state_dict(tensors)
     schedule = NoiseSchedule.from_name(meta["config"]["schedule"]["name"], meta["config"]["schedule"]["T"])
     return model.to(device).eval(), schedule, meta
@@ -205,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = dist.get_rank() if distributed else 0
 
     try:
-        model, schedule, images, labels = build(config, device)
+        model, schedule, images, cond = build(config, device)
         t = config["train"]
-        trainer = Trainer(model, schedule, images, labels=labels, batch_size=t["batch_size"], lr=float(t["lr"]),
+        trainer = Trainer(model, schedule, images, cond=cond, cond_dropout=float(t["cond_dropout"]),
+                          batch_size=t["batch_size"], lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
                           grad_clip=float(t["grad_clip"]), ema_decay=t["ema_decay"], amp=t["amp"],
                           compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"])
@@ -228,9 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoint_path=state_path, meta=meta)
         if rank == 0:
             seconds = time.perf_counter() - start
+            test_images, test_labels = load_data(config["data"], "test")
             export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
                                                    "final_loss": trainer.history[-1] if trainer.history else None},
-                            test_data=load_data(config["data"], "test"))
+                            test_data=(test_images, condition(config, model, test_images, test_labels)))
             print(f"done in {seconds:.0f} s; wrote {state_path}.* and {export_path}.*")
     finally:
         if distributed:

@@ -122,7 +122,7 @@ def evaluate_loss(
 
     Args:
         model: the denoiser, called in eval mode.
-        data: (N, ...) clean examples; ``cond`` (N,) labels or None.
+        data: (N, ...) clean examples; ``cond`` one per example: a tensor (N, ...), a dict of them, or None.
     """
     generator = torch.Generator().manual_seed(seed)
     was_training = getattr(model, "training", False)
@@ -134,7 +134,9 @@ def evaluate_loss(
             x0 = data[start:start + batch_size]
             t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-            c = cond[start:start + batch_size] if cond is not None else None
+            rows = slice(start, start + batch_size)
+            c = {k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond
+            c = c[rows] if isinstance(c, torch.Tensor) else c
             losses, _ = diffusion_loss_per_example(model, x0, schedule, cond=c, t=t, noise=noise,
                                                    parameterization=parameterization)
             total += losses.double().sum().item()

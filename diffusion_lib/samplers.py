@@ -306,6 +306,46 @@ def ddim_invert(
 # --------------------------------------------------------------------------- helpers
 
 
+def classifier_free_guidance(model: Callable, scale: float) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022): a denoiser that returns
+
+        ε̂ = ε̂(x_t, ∅) + scale · (ε̂(x_t, c) - ε̂(x_t, ∅))
+
+    from one forward pass of ``model`` on the doubled batch [x_t with cond c; x_t with no condition ∅]. Scale 1 is
+    the conditional model, 0 the unconditional one, and scales above 1 push samples further towards the condition
+    (at the cost of diversity). The model needs a ``drop_cond(cond, drop)`` method that makes "no condition" (the
+    :class:`~diffusion_lib.models.unet.UNet` and the text model have one) and must have been trained with
+    conditioning dropout, so that it knows both predictions.
+
+    Args:
+        model: the conditional model ``model(x_t, t, cond)``; cond must not be None when the guided denoiser is called.
+        scale: the guidance scale w, a finite number (usually >= 0).
+    """
+    if not hasattr(model, "drop_cond"):
+        raise ValueError("model must have a drop_cond(cond, drop) method to make the unconditional prediction")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+
+    def guided(x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("classifier-free guidance needs a cond to guide towards, got None")
+        b = x_t.shape[0]
+        null = model.drop_cond(cond, torch.ones(b, dtype=torch.bool, device=x_t.device))
+        both = _concat(cond, null)
+        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]) if t.ndim else t, both)
+        conditional, unconditional = out[:b], out[b:]
+        return unconditional + scale * (conditional - unconditional)
+
+    return guided
+
+
+def _concat(a: Any, b: Any) -> Any:
+    """Two conditions, tensors or dicts of tensors, stacked along the batch."""
+    if isinstance(a, dict):
+        return {k: torch.cat([a[k], b[k]]) for k in a}
+    return torch.cat([a, b])
+
+
 def _timesteps(schedule: NoiseSchedule, steps: int, spacing: str, timesteps: Sequence[int] | None) -> list[int]:
     """The timesteps to visit, decreasing: given explicitly, or made from ``steps`` and ``spacing``."""
     if timesteps is None:

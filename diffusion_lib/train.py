@@ -2,7 +2,8 @@
 
 Each optimisation step (Ho et al. 2020, Algorithm 1):
 
-    x_0 ← a random minibatch of the data (drawn with replacement), with its labels if the model is conditional
+    x_0 ← a random minibatch of the data (drawn with replacement), with its condition if the model is conditional
+    each condition is replaced by "no condition" with probability cond_dropout (classifier-free guidance)
     t ~ Uniform{0..T-1}, ε ~ N(0, I)                     (see diffusion_lib.losses)
     loss ← mean ‖model(x_t, t, label) - ε‖²              (bf16 autocast on CUDA; fp16 + loss scaling without bf16)
     lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up)
@@ -47,7 +48,12 @@ class Trainer:
         model: the denoiser, an ``nn.Module``; moved to ``device``.
         schedule: the noise schedule.
         data: floating tensor (N, ...), the clean training examples; moved to ``device`` once.
-        labels: int64 tensor (N,) of class labels passed to the model as ``cond``; None for an unconditional model.
+        cond: what the model is conditioned on, one per example, passed to the model as ``cond``: a tensor (N, ...)
+            (e.g. int64 class labels (N,)) or a dict of such tensors (e.g. tokens and their mask); None for an
+            unconditional model.
+        cond_dropout: probability, per example and step, of replacing its condition by "no condition" through the
+            model's ``drop_cond(cond, drop)`` (Ho & Salimans 2022), so that one network learns both the conditional
+            and the unconditional prediction that classifier-free guidance combines; 0 disables it.
         batch_size: examples per step over all processes, drawn uniformly with replacement; a distributed run
             splits it evenly between the ranks.
         lr: peak learning rate of AdamW, > 0.
@@ -76,7 +82,8 @@ class Trainer:
         schedule: NoiseSchedule,
         data: torch.Tensor,
         *,
-        labels: torch.Tensor | None = None,
+        cond: torch.Tensor | dict[str, torch.Tensor] | None = None,
+        cond_dropout: float = 0.0,
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -98,9 +105,16 @@ class Trainer:
         if not isinstance(data, torch.Tensor) or data.ndim < 1 or data.shape[0] < 1 or not data.dtype.is_floating_point:
             what = f"dtype {data.dtype}, shape {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data)
             raise ValueError(f"data must be a floating tensor of shape (N, ...) with N >= 1 examples, got {what}")
-        if labels is not None and (labels.shape != (data.shape[0],) or labels.dtype != torch.long):
-            raise ValueError(f"labels must be an int64 tensor of shape ({data.shape[0]},), got {labels.dtype} "
-                             f"{tuple(labels.shape)}")
+        if cond is not None:
+            for name, value in (cond.items() if isinstance(cond, dict) else [("cond", cond)]):
+                if not isinstance(value, torch.Tensor) or value.ndim < 1 or value.shape[0] != data.shape[0]:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise ValueError(f"{name} must be a tensor with one row per example, shape ({data.shape[0]}, "
+                                     f"...), got {shape}")
+        if not _is_real(cond_dropout) or not 0 <= cond_dropout < 1:
+            raise ValueError(f"cond_dropout must be a number in [0, 1), got {cond_dropout!r}")
+        if cond_dropout > 0 and (cond is None or not hasattr(model, "drop_cond")):
+            raise ValueError("cond_dropout > 0 needs a cond and a model with a drop_cond(cond, drop) method")
         _check_int("batch_size", batch_size, low=1)
         _check_int("warmup_steps", warmup_steps, low=0)
         _check_int("seed", seed, low=0)
@@ -129,7 +143,8 @@ class Trainer:
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if ema_decay is not None else None
         self.schedule = schedule
         self.data = data.to(self.device)
-        self.labels = labels.to(self.device) if labels is not None else None
+        self.cond = _map(cond, lambda v: v.to(self.device))
+        self.cond_dropout = float(cond_dropout)
         self.batch_size, self.lr, self.warmup_steps = batch_size, float(lr), warmup_steps
         self.grad_clip, self.parameterization, self.ema_decay = grad_clip, parameterization, ema_decay
         self.seed, self.log_every, self.n_buckets = seed, log_every, n_buckets
@@ -187,14 +202,17 @@ class Trainer:
         return loss.detach()
 
     def _batch(self):
-        """This rank's slice of the global batch: (x0, labels or None, t, ε)."""
+        """This rank's slice of the global batch: (x0, condition or None, t, ε)."""
         n, per_rank = self.batch_size, self.batch_size // self.world_size
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
         t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
         noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
                             dtype=self.data.dtype)[mine]
-        cond = self.labels[index] if self.labels is not None else None
+        cond = _map(self.cond, lambda v: v[index])
+        if self.cond_dropout > 0:
+            drop = torch.rand(n, generator=self.noise_generator, device=self.device)[mine] < self.cond_dropout
+            cond = self.model.drop_cond(cond, drop)
         return self.data[index], cond, t, noise
 
     # ------------------------------------------------------------------ loops
@@ -341,6 +359,13 @@ def _resolve_amp(amp: str | None, device: torch.device) -> str | None:
     if device.type != "cuda":
         return None
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def _map(cond, fn):
+    """Apply ``fn`` to a condition tensor, or to every tensor of a dict of them; None stays None."""
+    if cond is None:
+        return None
+    return {k: fn(v) for k, v in cond.items()} if isinstance(cond, dict) else fn(cond)
 
 
 def _is_real(value) -> bool:

@@ -34,9 +34,14 @@ Conditioning, through the single ``cond`` argument of ``model(x_t, t, cond)``:
 - ``None``: unconditional (the null class when ``num_classes`` is set; no cross-attention when ``context_dim`` is).
 - a LongTensor (B,) of class ids in ``[0, num_classes]``; the id ``num_classes`` (see :attr:`UNet.null_class`) is
   the learned null class used for classifier-free guidance.
-- a dict with any of ``"labels"`` (LongTensor (B,)), ``"context"`` (float (B, L, context_dim)) and
-  ``"context_mask"`` (bool (B, L), True for tokens to attend to). A row of ``context_mask`` that is all False
-  means "no text" for that example: its cross-attention adds exactly zero, as if no context were given.
+- a dict with any of ``"labels"`` (LongTensor (B,)), ``"context"`` (float (B, L, context_dim)),
+  ``"context_mask"`` (bool (B, L), True for tokens to attend to) and ``"image"`` (float (B, cond_channels, S, S),
+  concatenated to x_t along the channels before the first conv: e.g. the upsampled low-resolution image of a
+  super-resolution model). A row of ``context_mask`` that is all False means "no text" for that example: its
+  cross-attention adds exactly zero, as if no context were given.
+
+:meth:`UNet.drop_cond` turns chosen examples of a ``cond`` into "no condition" (null class, empty text), which is
+how training with conditioning dropout and classifier-free guidance reach the unconditional prediction.
 
 Initialisation: PyTorch's default everywhere unless ``zero_init=True``, which zero-initialises the last layer of
 every residual branch (second conv of each ResBlock, attention output projections) and the output conv as the DDPM
@@ -88,6 +93,7 @@ class UNetConfig:
             ``num_classes + 1`` rows, the last one being the learned null class (id ``num_classes``).
         context_dim: feature size of the text context tokens, or None. When set, every attention block is
             followed by a cross-attention to ``cond["context"]`` of shape (B, L, context_dim).
+        cond_channels: channels of an image condition ``cond["image"]`` concatenated to x_t, or None.
         groups: GroupNorm groups; a layer with C channels uses the largest divisor of C that is <= groups.
         scale_shift: True: the time (and class) embedding modulates each ResBlock as FiLM after its second
             GroupNorm (improved DDPM, the library's default). False: it is added before that norm, as in DDPM
@@ -106,6 +112,7 @@ class UNetConfig:
     image_size: int = 32
     num_classes: int | None = None
     context_dim: int | None = None
+    cond_channels: int | None = None
     groups: int = 32
     scale_shift: bool = True
     zero_init: bool = False
@@ -119,7 +126,7 @@ class UNetConfig:
                           ("image_size", 1), ("groups", 1)):
             if not _is_int(getattr(self, name), low):
                 raise ValueError(f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
-        for name in ("out_channels", "num_classes", "context_dim"):
+        for name in ("out_channels", "num_classes", "context_dim", "cond_channels"):
             value = getattr(self, name)
             if value is not None and not _is_int(value, 1):
                 raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
@@ -276,7 +283,7 @@ class UNet(nn.Module):
 
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + (cfg.cond_channels or 0), ch, 3, padding=1)
 
         def attention(channels: int, side: int) -> nn.Module:
             return _Attention(channels, cfg) if side in cfg.attn_resolutions else nn.Identity()
@@ -336,10 +343,30 @@ class UNet(nn.Module):
             raise ValueError("this UNet has no class conditioning (num_classes=None), so it has no null_class")
         return self.config.num_classes
 
+    def drop_cond(self, cond, drop: torch.Tensor):
+        """``cond`` with the examples where ``drop`` (bool (B,)) is True turned into "no condition": the null class
+        for labels, an all-False ``context_mask`` row for text. An image condition cannot be dropped (ValueError)."""
+        if isinstance(cond, torch.Tensor):
+            return torch.where(drop, self.null_class, cond)
+        if not isinstance(cond, Mapping):
+            raise ValueError(f"cond must be a LongTensor of class ids or a dict, got {type(cond).__name__}")
+        if "image" in cond:
+            raise ValueError("an image condition (cond['image']) has no 'no condition' value to drop to")
+        out = dict(cond)
+        if "labels" in cond:
+            out["labels"] = torch.where(drop, self.null_class, cond["labels"])
+        if "context" in cond:
+            mask = cond.get("context_mask")
+            if mask is None:
+                mask = torch.ones(cond["context"].shape[:2], dtype=torch.bool, device=cond["context"].device)
+            out["context_mask"] = mask & ~drop[:, None]
+        return out
+
     # ------------------------------------------------------------------ input checks
 
     def _check_inputs(self, x_t, t, cond):
-        """Check shapes and types (never values on the GPU: no host syncs); return (t, labels, context, mask)."""
+        """Check shapes and types (never values on the GPU: no host syncs); return (t, labels, context, mask,
+        image)."""
         cfg = self.config
         s = cfg.image_size
         if not isinstance(x_t, torch.Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (cfg.in_channels, s, s):
@@ -359,10 +386,11 @@ class UNet(nn.Module):
             cond = {"labels": cond}
         elif not isinstance(cond, Mapping):
             raise ValueError("cond must be None, a LongTensor (B,) of class ids, or a dict with keys 'labels', "
-                             f"'context', 'context_mask'; got {type(cond).__name__}")
-        unknown = set(cond) - {"labels", "context", "context_mask"}
+                             f"'context', 'context_mask', 'image'; got {type(cond).__name__}")
+        unknown = set(cond) - {"labels", "context", "context_mask", "image"}
         if unknown:
-            raise ValueError(f"cond has unknown keys {sorted(unknown)}; expected 'labels', 'context', 'context_mask'")
+            raise ValueError(f"cond has unknown keys {sorted(unknown)}; expected 'labels', 'context', "
+                             "'context_mask', 'image'")
 
         labels = cond.get("labels")
         if labels is not None:
@@ -396,7 +424,16 @@ class UNet(nn.Module):
                                  f"{tuple(context.shape[:2])}, got {shape}")
         elif mask is not None:
             raise ValueError("cond has a context_mask but no context")
-        return t.to(x_t.device).expand(batch), labels, context, mask  # t: (B,)
+        image = cond.get("image")
+        if (image is None) != (cfg.cond_channels is None):
+            raise ValueError("cond['image'] is required exactly when the UNet has cond_channels, here "
+                             f"cond_channels={cfg.cond_channels}")
+        if image is not None and (not isinstance(image, torch.Tensor)
+                                  or tuple(image.shape) != (batch, cfg.cond_channels, s, s)):
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"cond image must be a tensor of shape (B, cond_channels, image_size, image_size) = "
+                             f"({batch}, {cfg.cond_channels}, {s}, {s}), got {shape}")
+        return t.to(x_t.device).expand(batch), labels, context, mask, image  # t: (B,)
 
     # ------------------------------------------------------------------ forward
 
@@ -416,7 +453,7 @@ class UNet(nn.Module):
         return self._forward(x_t, t, cond, trace=None)
 
     def _forward(self, x_t, t, cond, trace: list | None) -> torch.Tensor:
-        t, labels, context, mask = self._check_inputs(x_t, t, cond)
+        t, labels, context, mask, image = self._check_inputs(x_t, t, cond)
 
         def record(name: str, h: torch.Tensor) -> None:
             if trace is not None:
@@ -431,7 +468,7 @@ class UNet(nn.Module):
         def attend(attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
             return attn(h, context, mask) if isinstance(attn, _Attention) else h
 
-        h = self.conv_in(x_t)  # (B, ch, S, S)
+        h = self.conv_in(x_t if image is None else torch.cat([x_t, image.to(x_t.dtype)], dim=1))  # (B, ch, S, S)
         record("conv_in", h)
         skips = [h]
         for i, level in enumerate(self.down):
@@ -504,6 +541,10 @@ PRESETS: dict[str, UNetConfig] = {
     # the same layout at half the width (channels 16/32), for the quick CPU budget; 164k parameters.
     "digits_small": UNetConfig(in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                dropout=0.1, image_size=8, scale_shift=False),
+    # captioned shapes (16x16 RGB): channels 32/64/64, one ResBlock per level, 4-head attention at 8x8 and in the
+    # 4x4 middle; FiLM ResBlocks. Text models add context_dim; 1.26M parameters with the text encoder's 64.
+    "shapes": UNetConfig(in_channels=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
+                         num_heads=4, image_size=16),
 }
 """Named configurations; build one with :func:`unet_from_preset`."""
 

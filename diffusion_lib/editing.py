@@ -1,0 +1,159 @@
+"""Editing an image with a diffusion model: SDEdit, inpainting and super-resolution.
+
+    SDEdit (Meng et al. 2022)   noise the image to t_0 = strength · (T - 1) in closed form, then denoise it from
+                                there, under a new condition (a new prompt, a new class). Small strengths keep
+                                the layout and colours; strength 1 starts from pure noise and keeps nothing.
+    inpainting (RePaint's core, Lugmayr et al. 2022)
+                                sample from noise, but after every step overwrite the known pixels with the
+                                original noised to the new step's level: x_s ← m ⊙ q_sample(x, s) + (1 - m) ⊙ x_s.
+                                The last step lands on ᾱ = 1, so the known pixels come back exactly.
+    super-resolution (SR3, Saharia et al. 2022)
+                                a model trained with the upsampled low-resolution image as an extra input
+                                (``cond = {"image": upsample(low)}``) samples a sharp image consistent with it.
+
+Each works with any denoiser ``model(x_t, t, cond)`` and schedule (see :mod:`diffusion_lib.samplers`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from diffusion_lib.forward import q_sample
+from diffusion_lib.samplers import (
+    Denoiser,
+    _alpha_bars,
+    _randn_like,
+    _timesteps,
+    predict_eps_x0,
+    sample_ddim,
+)
+from diffusion_lib.schedules import NoiseSchedule
+
+
+def downsample(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Average-pool images (B, C, S, S) to (B, C, side, side); ``side`` must divide S."""
+    s = images.shape[-1]
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1 or s % side:
+        raise ValueError(f"side must be an int >= 1 that divides the image side {s}, got {side!r}")
+    return F.avg_pool2d(images, s // side)
+
+
+def upsample(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Bilinear upsampling of images (B, C, s, s) to (B, C, side, side)."""
+    return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+
+
+def degrade(images: torch.Tensor, side: int) -> torch.Tensor:
+    """What a super-resolution model sees: images (B, C, S, S) downsampled to ``side`` and upsampled back to S."""
+    return upsample(downsample(images, side), images.shape[-1])
+
+
+def sdedit(
+    denoiser: Denoiser,
+    images: torch.Tensor,
+    schedule: NoiseSchedule,
+    strength: float,
+    steps: int = 50,
+    *,
+    cond: Any = None,
+    parameterization: str = "eps",
+    clip_x0: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """SDEdit: noise ``images`` (B, ...) to t_0 = round(strength · (T - 1)), then run DDIM (η = 0) back to clean data
+    under ``cond``, visiting ``max(1, round(steps · strength))`` timesteps evenly spaced from t_0 down.
+
+    Args:
+        strength: in (0, 1]; the fraction of the forward process applied before denoising.
+        steps: the DDIM steps a full-strength edit would take.
+        generator: for the noise added to the images.
+
+    Returns:
+        The edited images (B, ...).
+    """
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
+        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    t0 = round(strength * (schedule.T - 1))
+    n = max(1, round(steps * strength))
+    ts = sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)  # t_0 > ... > t_0 / n, distinct
+    noisy = q_sample(schedule, images, t0, _randn_like(images, generator))
+    return sample_ddim(denoiser, noisy, schedule, timesteps=ts, cond=cond, parameterization=parameterization,
+                       clip_x0=clip_x0)
+
+
+def inpaint(
+    denoiser: Denoiser,
+    images: torch.Tensor,
+    known: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 50,
+    *,
+    eta: float = 1.0,
+    cond: Any = None,
+    parameterization: str = "eps",
+    clip_x0: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fill in the unknown pixels of ``images`` (B, C, H, W) so that they agree with the known ones.
+
+    DDIM steps (η = 1 by default: fresh noise at every step, which lets the filled region adjust to the known one)
+    from pure noise; after each step the known pixels are replaced by the original image noised to the level of the
+    step reached. At the end (ᾱ = 1) they are the original pixels exactly.
+
+    Args:
+        known: mask broadcastable to ``images`` (e.g. (B or 1, 1, H, W)), bool or 0/1 float: 1 where the pixel is
+            known and kept.
+        eta: DDIM's η >= 0.
+
+    Returns:
+        The completed images (B, C, H, W), equal to ``images`` where ``known`` is 1.
+    """
+    try:
+        mask = torch.broadcast_to(known.to(images.dtype), images.shape)
+    except (RuntimeError, AttributeError) as err:
+        raise ValueError(f"known must be a tensor broadcastable to images {tuple(images.shape)}, got "
+                         f"{tuple(known.shape) if isinstance(known, torch.Tensor) else type(known).__name__}") from err
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("known must hold only 0 and 1 (or False and True)")
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    ts = _timesteps(schedule, steps, "trailing", None)
+    a_T = schedule.alphas_cumprod[ts[0]].item()
+    x = math.sqrt(a_T) * images + math.sqrt(1 - a_T) * _randn_like(images, generator)
+    x = mask * x + (1 - mask) * _randn_like(images, generator)
+    for i, t in enumerate(ts):
+        eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
+                                 clip_x0=clip_x0)
+        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
+        sigma = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
+        x = math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * _randn_like(x, generator)
+        noised_known = math.sqrt(alpha_bar_s) * images + math.sqrt(1 - alpha_bar_s) * _randn_like(images, generator)
+        x = mask * noised_known + (1 - mask) * x
+    return x
+
+
+def super_resolve(
+    denoiser: Denoiser,
+    low: torch.Tensor,
+    schedule: NoiseSchedule,
+    side: int,
+    steps: int = 50,
+    *,
+    parameterization: str = "eps",
+    clip_x0: float | None = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample high-resolution images (B, C, side, side) from low-resolution ones (B, C, s, s) with a model trained
+    on ``cond = {"image": degrade(x, s)}`` (see the ``low_resolution`` setting of the training config), by DDIM."""
+    x_T = torch.randn((low.shape[0], low.shape[1], side, side), generator=generator, device=low.device,
+                      dtype=low.dtype)
+    return sample_ddim(denoiser, x_T, schedule, steps, cond={"image": upsample(low, side)},
+                       parameterization=parameterization, clip_x0=clip_x0, generator=generator)
