@@ -206,6 +206,70 @@ def test_the_command_line_trains_saves_resumes_and_exports(tmp_path, capsys):
     assert model(x, torch.full((4,), 10)).shape == x.shape
 
 
+TINY_TEXT = """
+[data]
+dataset = "shapes"
+n_train = 64
+
+[model]
+preset = "shapes"
+ch = 8
+
+[text]
+dim = 16
+depth = 1
+heads = 2
+
+[schedule]
+name = "cosine"
+T = 100
+
+[train]
+steps = 2
+batch_size = 8
+ema_decay = 0.9
+cond_dropout = 0.2
+log_every = 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["cross", "pooled"])
+def test_the_command_line_trains_and_exports_a_text_model_that_loads_back_the_same(tmp_path, mode):
+    from diffusion_lib.models.text import TextConditionedUNet
+
+    config = tmp_path / "text.toml"
+    config.write_text(TINY_TEXT.replace("heads = 2", f'heads = 2\nmode = "{mode}"'))
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    model, _, meta = load_denoiser(tmp_path / "runs" / "text-ema")
+    assert isinstance(model, TextConditionedUNet) and model.config.mode == mode
+    assert meta["model_class"] == "TextConditionedUNet" and meta["test_loss"] > 0
+    assert "circle" in model.tokenizer.vocab and model.tokenizer.vocab[0] == "<pad>"
+    tensors, _ = checkpoints.load(tmp_path / "runs" / "text-ema")
+    assert all(torch.equal(tensors[k], v) for k, v in model.state_dict().items())
+    cond = model.encode_prompts(["a small red circle", "a red circle to the left of a blue square"])
+    assert model(torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), cond).shape == (2, 3, 16, 16)
+
+
+def test_resuming_with_conditioning_dropout_is_exact(tmp_path):
+    labels = load_digits("train")[1][:256]
+
+    def trainer(seed=0):
+        torch.manual_seed(seed)
+        model = unet_from_preset("digits_small", num_classes=10)
+        return Trainer(model, NoiseSchedule.cosine(), DIGITS, cond=labels, cond_dropout=0.3, batch_size=16,
+                       ema_decay=0.99, log_every=2)
+
+    straight = trainer()
+    straight.fit(4)
+    half = trainer()
+    half.fit(2)
+    half.save(tmp_path / "state")
+    resumed = trainer(seed=5)
+    resumed.load_state(tmp_path / "state")
+    resumed.fit(2)
+    assert _same(resumed.model, straight.model) and resumed.history == straight.history
+
+
 def test_help_describes_the_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -221,6 +285,10 @@ def test_help_describes_the_command(capsys):
     (TINY.replace('preset = "digits_small"', 'preset = "digits_small"\nwidth = 3'), r"unknown key model\.width"),
     (TINY.replace('"digits"', '"imagenet"', 1), r"data\.dataset must be one of"),
     (TINY.replace("ema_decay = 0.9", "ema_decay = true"), r"train\.ema_decay must be float, got True"),
+    (TINY + "\n[text]\ndim = 16\n", r"a \[text\] table needs data\.dataset = 'shapes'"),
+    (TINY.replace('dataset = "digits"', 'dataset = "digits"\nclass_conditional = true\nlow_resolution = 4'),
+     r"choose one kind of conditioning, got data\.class_conditional and data\.low_resolution"),
+    (TINY.replace('dataset = "digits"', 'dataset = "shapes"') + "\n[text]\ndepht = 1\n", r"unknown key text\.depht"),
 ])
 def test_bad_configs_name_the_key_and_the_file(tmp_path, text, message):
     config = tmp_path / "bad.toml"
@@ -237,7 +305,8 @@ def test_a_missing_config_file_is_named(tmp_path):
 def test_the_shipped_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
     names = sorted(p.name for p in root.glob("*.toml"))
-    assert names == ["cifar10.toml", "digits.toml", "mnist.toml"]
+    assert names == ["cifar10.toml", "digits.toml", "digits_class.toml", "mnist.toml", "shapes_pooled.toml",
+                     "shapes_sr.toml", "shapes_text.toml"]
     for name in names:
         read_config(root / name)
 
