@@ -34,3 +34,24 @@ def test_the_digits_model_still_scores_its_recorded_test_loss_far_below_an_untra
 def test_an_unknown_shipped_name_lists_the_available_ones():
     with pytest.raises(ValueError, match=r"no shipped checkpoint named 'imagenet'; available: \[.*'digits'"):
         checkpoints.pretrained_path("imagenet")
+
+
+SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr")
+
+
+@pytest.mark.parametrize("name", SHIPPED_DENOISERS)
+def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test_loss(name):
+    from pathlib import Path
+
+    from diffusion_lib.cli import condition, load_data, read_config
+
+    model, schedule, meta = load_denoiser(name)
+    config = read_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.toml")
+    assert meta["command"] == f"python -m diffusion_lib.train configs/{name}.toml --out runs"
+    for table, values in meta["config"].items():
+        assert {k: v for k, v in config[table].items() if k in values} == values, table
+    assert meta["steps"] == config["train"]["steps"] and meta["train_seconds"] < 30 * 60
+    images, labels = load_data(config["data"], "test")
+    cond = condition(config, model, images, labels)
+    measured = evaluate_loss(model, images, schedule, cond=cond, seed=0)
+    assert measured == pytest.approx(meta["test_loss"], rel=1e-4)

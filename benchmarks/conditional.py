@@ -1,0 +1,172 @@
+"""Adherence of the shipped conditional models, measured with the reference classifiers.
+
+    python benchmarks/conditional.py digits   # class guidance sweep  -> results/digits_guidance.json
+    python benchmarks/conditional.py text     # prompt adherence      -> results/text_adherence.json
+    python benchmarks/conditional.py sr       # super-resolution      -> results/super_resolution.json
+    python benchmarks/conditional.py table    # print the stored results as markdown
+
+digits: the class-conditional digits model (``digits_class``), 100 samples of each class at each guidance scale,
+DDIM 50 steps from x_T seeded 0, x̂_0 clipped to [-1, 1]: how often the reference classifier reads the requested
+class (adherence), the Fréchet distance of the 1,000 samples to the 360 test digits (fidelity and diversity
+together), and the spread within each class (mean distance of a sample's classifier features to its class's mean,
+averaged over classes; real test digits for comparison).
+
+text: the captioned-shapes models with cross-attention (``shapes_text``) and with one pooled text vector
+(``shapes_pooled``), at guidance scales 1, 3 and 5, DPM-Solver++(2M) 20 steps: 500 one-object and 500 two-object
+prompts drawn like the test set (seed 1, held-out pairs excluded) and 200 prompts of held-out pairs (never seen in
+training); adherence per attribute from :func:`diffusion_lib.models.shapes_classifier.adherence`.
+
+sr: the super-resolution model (``shapes_sr``) on 500 test images downsampled to 8x8: PSNR to the 16x16 originals
+and how often the shapes classifier reads the original's attributes off the result, against bilinear upsampling.
+
+The results are shipped with the package (``diffusion_lib/pretrained/results/``), where the chapters read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from diffusion_lib.cli import load_denoiser
+from diffusion_lib.data import load_digits
+from diffusion_lib.data.shapes import captioned_shapes
+from diffusion_lib.editing import downsample, super_resolve, upsample
+from diffusion_lib.metrics import conditional_accuracy, frechet_distance
+from diffusion_lib.models.classifier import load_reference_classifier
+from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
+from diffusion_lib.samplers import classifier_free_guidance, sample_ddim, sample_dpmpp_2m
+
+RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results"
+DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
+TEXT_SCALES = (1.0, 3.0, 5.0)
+
+
+def machine() -> dict:
+    return {"date": date.today().isoformat(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine()}
+
+
+def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean distance of each feature vector (N, D) to the mean of its class, averaged over the classes."""
+    spreads = [(features[labels == k] - features[labels == k].mean(0)).norm(dim=1).mean()
+               for k in labels.unique()]
+    return float(torch.stack(spreads).mean())
+
+
+def digits() -> dict:
+    model, schedule, _ = load_denoiser("digits_class")
+    classifier = load_reference_classifier()
+    test_x, test_y = load_digits("test")
+    requested = torch.arange(10).repeat_interleave(100)
+    x_T = torch.randn(1000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        real_features = classifier.features(test_x)
+        rows = []
+        for scale in DIGIT_SCALES:
+            start = time.perf_counter()
+            samples = sample_ddim(classifier_free_guidance(model, scale), x_T, schedule, 50, cond=requested,
+                                  clip_x0=1.0)
+            seconds = time.perf_counter() - start
+            features = classifier.features(samples)
+            rows.append({"scale": scale, "accuracy": conditional_accuracy(classifier(samples).argmax(1), requested),
+                         "fd": frechet_distance(features, real_features),
+                         "spread": within_class_spread(features, requested), "seconds": round(seconds, 1)})
+            print(rows[-1], flush=True)
+        real = {"spread": within_class_spread(real_features, test_y)}
+    return {"sampler": "DDIM 50 steps, clip_x0=1, x_T seed 0", "n_per_class": 100, "rows": rows,
+            "real_test_digits": real, "machine": machine()}
+
+
+def prompts() -> dict[str, list[str]]:
+    one = captioned_shapes(500, 1, two_object_fraction=0.0).captions
+    two = captioned_shapes(500, 1, two_object_fraction=1.0).captions
+    held = captioned_shapes(200, 0, two_object_fraction=1.0, held_out="only").captions
+    return {"test": one + two, "held_out": held}
+
+
+def text() -> dict:
+    from diffusion_lib.data.shapes import parse_caption
+
+    classifier = load_shapes_classifier()
+    sets = prompts()
+    rows = []
+    for name in ("shapes_text", "shapes_pooled"):
+        model, schedule, meta = load_denoiser(name)
+        for scale in TEXT_SCALES:
+            for kind, captions in sets.items():
+                x_T = torch.randn(len(captions), 3, 16, 16, generator=torch.Generator().manual_seed(0))
+                start = time.perf_counter()
+                with torch.no_grad():
+                    images = sample_dpmpp_2m(classifier_free_guidance(model, scale), x_T, schedule, 20,
+                                             cond=model.encode_prompts(captions), clip_x0=1.0)
+                seconds = time.perf_counter() - start
+                scores = adherence(classifier.predict(images), [parse_caption(c) for c in captions])
+                rows.append({"model": name, "mode": meta["model_config"]["mode"], "scale": scale, "prompts": kind,
+                             "n": len(captions), **scores, "seconds": round(seconds, 1)})
+                print(rows[-1], flush=True)
+    return {"sampler": "DPM-Solver++(2M) 20 steps, clip_x0=1, x_T seed 0",
+            "prompts": "test: 500 one-object + 500 two-object captions drawn with seed 1 (held-out pairs excluded); "
+                       "held_out: 200 captions of the held-out pairs, drawn with seed 0",
+            "rows": rows, "machine": machine()}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB for images in [-1, 1] (peak-to-peak 2), averaged over the images."""
+    mse = ((a - b) ** 2).flatten(1).mean(1)
+    return float((10 * torch.log10(4 / mse)).mean())
+
+
+def super_resolution() -> dict:
+    model, schedule, _ = load_denoiser("shapes_sr")
+    classifier = load_shapes_classifier()
+    data = captioned_shapes(500, 1)
+    low = downsample(data.images, 8)
+    with torch.no_grad():
+        start = time.perf_counter()
+        sr = super_resolve(model, low, schedule, 16, 20, generator=torch.Generator().manual_seed(0))
+        seconds = time.perf_counter() - start
+    rows = []
+    for name, images in (("bilinear", upsample(low, 16)), ("diffusion SR, DDIM 20", sr), ("original", data.images)):
+        rows.append({"method": name, "psnr": psnr(images, data.images) if name != "original" else None,
+                     **adherence(classifier.predict(images), data.scenes)})
+        print(rows[-1], flush=True)
+    return {"n": 500, "low_resolution": 8, "rows": rows, "seconds": round(seconds, 1), "machine": machine()}
+
+
+def table() -> None:
+    guidance = json.loads((RESULTS / "digits_guidance.json").read_text())
+    print("| scale | accuracy | FD | spread |\n| --- | --- | --- | --- |")
+    for r in guidance["rows"]:
+        print(f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['fd']:.1f} | {r['spread']:.2f} |")
+    adh = json.loads((RESULTS / "text_adherence.json").read_text())
+    print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in adh["rows"]:
+        one = [f"{r[k]:.3f}" if k in r else "–" for k in ("one.colour", "one.shape", "one.size", "one.all")]
+        two = [f"{r[k]:.3f}" for k in ("two.count", "two.binding", "two.swapped")]
+        print(f"| {r['mode']} | {r['scale']:g} | {r['prompts']} | " + " | ".join(one + two) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("digits", "text", "sr", "table"))
+    what = parser.parse_args().what
+    if what == "table":
+        table()
+        return
+    run, name = {"digits": (digits, "digits_guidance"), "text": (text, "text_adherence"),
+                 "sr": (super_resolution, "super_resolution")}[what]
+    result = run()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {RESULTS / name}.json")
+
+
+if __name__ == "__main__":
+    main()
