@@ -76,6 +76,33 @@ def test_cross_attention_sees_word_order_and_the_pooled_model_sees_one_vector():
         cross(torch.randn(1, 3, 8, 8), 3, torch.zeros(1, dtype=torch.long))
 
 
+def test_cross_attention_maps_are_the_softmax_weights_over_the_words():
+    model = tiny_text_model("cross")
+    cond = model.encode_prompts(CAPTIONS)
+    x, t = torch.randn(3, 3, 8, 8), torch.tensor([10, 500, 900])
+    maps = model.cross_attention_maps(x, t, cond)
+    assert set(maps) == {"down.1.attn.0", "up.1.attn.0", "up.1.attn.1", "mid_attn"}
+    weights = maps["mid_attn"]
+    assert weights.shape == (3, 2, 4, 4, 12)  # (B, heads, H, W, L): the middle works at 4x4
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 2, 4, 4), atol=1e-6)
+    assert (weights[~cond["mask"][:, None, None, None, :].expand_as(weights)] == 0).all()
+    # recomputing the block's output from these weights gives what the model computed
+    block = model.unet.mid_attn
+    captured = {}
+    hook = block.cross_proj.register_forward_hook(lambda m, i, o: captured.update(h=i[0]))
+    with torch.no_grad():
+        model(x, t, cond)
+    hook.remove()
+    tokens = model.encoder(cond["ids"], cond["mask"])
+    v = block.cross_kv(tokens)[..., 16:]  # (B, L, C): the values, C = 16 channels
+    b, heads = 3, 2
+    v = v.reshape(b, 12, heads, 8).transpose(1, 2)  # (B, heads, L, d)
+    mixed = weights.reshape(b, heads, 16, 12) @ v  # (B, heads, N, d)
+    assert torch.allclose(mixed.transpose(2, 3).reshape(b, 16, 4, 4), captured["h"], atol=1e-5)
+    with pytest.raises(ValueError, match="needs a UNet with context_dim"):
+        model.unet.cross_attention_maps(x, t, None)
+
+
 def test_a_text_config_must_match_the_unet():
     with pytest.raises(ValueError, match=r"context_dim \(None\) must equal the encoder's dim \(64\)"):
         TextUNetConfig(UNetConfig(), ("<pad>", "a"))

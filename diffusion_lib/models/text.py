@@ -163,6 +163,12 @@ class TextConditionedUNet(nn.Module):
         pooled = tokens.sum(dim=1, keepdim=True) / count.clamp(min=1)[..., None]  # (B, 1, dim)
         return pooled, count > 0
 
+    def cross_attention_maps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond) -> dict[str, torch.Tensor]:
+        """For each cross-attention block, how much each image position attends to each token: (B, heads, H, W, L)
+        by block name (see :meth:`UNet.cross_attention_maps`); L is ``max_len`` in "cross" mode, 1 in "pooled"."""
+        context, mask = self.context(cond)
+        return self.unet.cross_attention_maps(x_t, t, {"context": context.to(x_t.dtype), "context_mask": mask})
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
         """x_t (B, C, S, S), t int or (B,), cond as above → the prediction (B, C, S, S)."""
         if cond is None:

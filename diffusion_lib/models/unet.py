@@ -512,6 +512,39 @@ class UNet(nn.Module):
         self._forward(x_t, t, cond, trace=trace)
         return trace
 
+    @torch.no_grad()
+    def cross_attention_maps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond) -> dict[str, torch.Tensor]:
+        """Where each image position looks in the text: the softmax weights of every cross-attention block during
+        one forward pass, by block name (e.g. ``"down.1.attn.0"``, ``"mid_attn"``), each of shape
+        (B, heads, H, W, L), summing to 1 over the L tokens (0 on padding). ``cond`` must hold a context."""
+        if self.config.context_dim is None or not isinstance(cond, Mapping) or cond.get("context") is None:
+            raise ValueError("cross_attention_maps needs a UNet with context_dim and a cond with a 'context'")
+        captured: dict[str, dict[str, torch.Tensor]] = {}
+        hooks = []
+        for name, module in self.named_modules():
+            if isinstance(module, _Attention) and module.cross:
+                for part in ("cross_q", "cross_kv"):
+                    hooks.append(getattr(module, part).register_forward_hook(
+                        lambda _m, _i, out, name=name, part=part: captured.setdefault(name, {}).update({part: out})))
+        try:
+            self(x_t, t, cond)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        context = cond["context"]
+        mask = cond.get("context_mask")
+        mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device) if mask is None else mask
+        maps = {}
+        for name, parts in captured.items():
+            q = parts["cross_q"]                                                   # (B, C, H, W)
+            b, c, hgt, wid = q.shape
+            q = _heads(q.reshape(b, c, hgt * wid), self.config.num_heads)          # (B, heads, N, d)
+            k = _heads(parts["cross_kv"].transpose(1, 2)[:, :c], self.config.num_heads)  # (B, heads, L, d)
+            scores = q @ k.transpose(2, 3) / q.shape[-1] ** 0.5                    # (B, heads, N, L)
+            weights = scores.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+            maps[name] = weights.reshape(b, -1, hgt, wid, weights.shape[-1])
+        return maps
+
     def parameter_counts_by_block(self) -> dict[str, int]:
         """Parameters per part, in forward order: time_embed, class_embed (if any), conv_in, down.i, middle, up.i
         (listed from the deepest level, as the forward pass runs them), out. They add up to the model's total."""
