@@ -575,9 +575,11 @@ PRESETS: dict[str, UNetConfig] = {
     "digits_small": UNetConfig(in_channels=1, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
                                dropout=0.1, image_size=8, scale_shift=False),
     # captioned shapes (16x16 RGB): channels 32/64/64, one ResBlock per level, 4-head attention at 8x8 and in the
-    # 4x4 middle; FiLM ResBlocks. Text models add context_dim; 1.26M parameters with the text encoder's 64.
+    # 4x4 middle; FiLM ResBlocks. GroupNorm with 8 groups: with 32 groups the 32-channel layers normalise each
+    # channel on its own, which erases the mean colour of the image, and a model trained so (measured) could not
+    # predict the mean of the noise and drew saturated coloured backgrounds. Text models add context_dim.
     "shapes": UNetConfig(in_channels=3, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,),
-                         num_heads=4, image_size=16),
+                         num_heads=4, image_size=16, groups=8),
 }
 """Named configurations; build one with :func:`unet_from_preset`."""
 
