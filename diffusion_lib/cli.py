@@ -28,7 +28,6 @@ import dataclasses
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -283,11 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
                   f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
-        start = time.perf_counter()
         trainer.fit(max(steps - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
                     checkpoint_path=state_path, meta=meta)
         if rank == 0:
-            seconds = time.perf_counter() - start
+            seconds = trainer.train_seconds  # over every run of a resumed training
             test_images, test_labels = load_data(config["data"], "test")
             export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
                                                    "final_loss": trainer.history[-1] if trainer.history else None},

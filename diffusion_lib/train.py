@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from typing import Any
 
 import torch
@@ -71,6 +72,7 @@ class Trainer:
 
     Attributes:
         step: optimisation steps taken so far.
+        train_seconds: wall time spent in :meth:`fit` so far, over all runs of a resumed training.
         history: loss of every step so far (Python floats; the mean over the global batch on rank 0, the rank's own
             slice elsewhere).
         ema_model: a copy of the model holding the moving average of its weights (use it for sampling), or None.
@@ -160,6 +162,7 @@ class Trainer:
                                            fused=self.device.type == "cuda" or None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.step = 0
+        self.train_seconds = 0.0
         self.history: list[float] = []
         self.bucket_loss = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
         self.bucket_count = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
@@ -233,6 +236,7 @@ class Trainer:
         _check_int("steps", steps, low=0)
         self.model.train()
         pending: list[torch.Tensor] = []
+        start = time.perf_counter() - self.train_seconds
         with tqdm(total=steps, disable=not progress or self.rank != 0, desc="training") as bar:
             for i in range(steps):
                 pending.append(self.train_step())
@@ -241,6 +245,7 @@ class Trainer:
                 if len(pending) == self.log_every or last:
                     self._log(pending, bar)
                     pending = []
+                    self.train_seconds = time.perf_counter() - start
                 if checkpoint_path is not None and (last or (checkpoint_every and self.step % checkpoint_every == 0)):
                     self.save(checkpoint_path, meta)
         return self.history
@@ -298,7 +303,8 @@ class Trainer:
         if self.rank != 0:
             return None
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
-        record = {**(meta or {}), "step": self.step, "optimizer_param_groups": groups,
+        record = {**(meta or {}), "step": self.step, "train_seconds": round(self.train_seconds, 1),
+                  "optimizer_param_groups": groups,
                   "trainer": {"batch_size": self.batch_size, "lr": self.lr, "warmup_steps": self.warmup_steps,
                               "grad_clip": self.grad_clip, "parameterization": self.parameterization,
                               "ema_decay": self.ema_decay, "amp": self.amp, "seed": self.seed},
@@ -336,6 +342,7 @@ class Trainer:
         self.bucket_loss.copy_(tensors["bucket.loss"])
         self.bucket_count.copy_(tensors["bucket.count"])
         self.step = int(meta["step"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
         return meta
 
 

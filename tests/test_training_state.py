@@ -41,7 +41,9 @@ def test_training_n_steps_equals_n_over_2_then_resume_bit_for_bit(tmp_path):
     torch.manual_seed(123)  # disturb the global RNG: resuming must restore it
     resumed = _unet_trainer(seed=99)  # different initial weights: they must be overwritten
     resumed.load_state(tmp_path / "state")
+    assert resumed.train_seconds == round(first_half.train_seconds, 1) > 0  # the clock carries over
     resumed.fit(3)
+    assert resumed.train_seconds > round(first_half.train_seconds, 1)
 
     assert resumed.step == straight.step == 6
     assert _same(resumed.model, straight.model)
