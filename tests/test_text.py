@@ -52,6 +52,20 @@ def test_the_encoder_ignores_padding_and_survives_an_empty_caption():
     assert torch.isfinite(empty).all() and (empty == 0).all()
 
 
+def test_the_encoder_knows_where_each_word_stands():
+    """Moving "red" from the 2nd to the 9th word changes its output token by 109% of its norm at initialisation
+    (seed 0). With positions initialised at 0.02 of the words' scale it changed by 3%, and a model trained so stayed
+    a bag of words (2% after 4,000 steps) that could not bind colours to shapes."""
+    tok = Tokenizer.from_captions(CAPTIONS)
+    torch.manual_seed(0)
+    encoder = TextEncoder(len(tok), dim=16, depth=2, heads=2, max_len=16).eval()
+    captions = ["a red circle to the left of a blue square", "a blue square to the left of a red circle"]
+    with torch.no_grad():
+        tokens = encoder(*tok.encode(captions))
+    a, b = tokens[0, 1], tokens[1, 8]  # "red" in both
+    assert ((a - b).norm() / a.norm()).item() > 0.3
+
+
 @pytest.mark.parametrize("mode", ["cross", "pooled"])
 def test_an_empty_caption_is_exactly_the_unconditional_prediction(mode):
     model = tiny_text_model(mode)

@@ -84,7 +84,9 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.max_len = max_len
         self.word = nn.Embedding(vocab_size, dim, padding_idx=0)
-        self.position = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        # positions start as large as the words (nn.Embedding draws N(0, 1)): with a small initial scale the encoder
+        # stayed a bag of words, and a model trained so could not tell which colour went with which shape
+        self.position = nn.Parameter(torch.randn(max_len, dim))
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
