@@ -55,3 +55,42 @@ def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test
     cond = condition(config, model, images, labels)
     measured = evaluate_loss(model, images, schedule, cond=cond, seed=0)
     assert measured == pytest.approx(meta["test_loss"], rel=1e-4)
+
+
+def test_guidance_makes_the_shipped_digits_model_draw_the_requested_class():
+    """The benchmark (1,000 samples, DDIM 50) measured accuracy 0.107 at w = 0, 0.964 at w = 1 and 1.000 from w = 2."""
+    from diffusion_lib.metrics import conditional_accuracy
+    from diffusion_lib.models.classifier import load_reference_classifier
+    from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
+
+    model, schedule, _ = load_denoiser("digits_class")
+    classifier = load_reference_classifier()
+    requested = torch.arange(10).repeat_interleave(20)
+    x_T = torch.randn(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    accuracy = {}
+    with torch.no_grad():
+        for scale in (0.0, 3.0):
+            images = sample_ddim(classifier_free_guidance(model, scale), x_T, schedule, 20, cond=requested,
+                                 clip_x0=1.0)
+            accuracy[scale] = conditional_accuracy(classifier(images).argmax(1), requested)
+    assert accuracy[3.0] >= 0.97 and accuracy[0.0] <= 0.25, accuracy
+
+
+def test_the_shipped_super_resolution_model_recovers_the_shapes_that_interpolation_blurs():
+    """The benchmark (500 images) measured PSNR 35.0 dB against 22.3 dB for bilinear, every object read right."""
+    from diffusion_lib.data.shapes import captioned_shapes
+    from diffusion_lib.editing import downsample, super_resolve, upsample
+    from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
+
+    model, schedule, _ = load_denoiser("shapes_sr")
+    data = captioned_shapes(60, 2)
+    low = downsample(data.images, 8)
+    with torch.no_grad():
+        sharp = super_resolve(model, low, schedule, 16, 20, generator=torch.Generator().manual_seed(0))
+
+    def psnr(images):
+        return (10 * torch.log10(4 / (images - data.images).pow(2).flatten(1).mean(1))).mean().item()
+
+    assert psnr(sharp) > psnr(upsample(low, 16)) + 8
+    scores = adherence(load_shapes_classifier().predict(sharp), data.scenes)
+    assert scores["one.all"] >= 0.95 and scores["two.binding"] >= 0.95, scores
