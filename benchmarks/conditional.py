@@ -37,7 +37,7 @@ from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
 from diffusion_lib.data.shapes import captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
-from diffusion_lib.metrics import conditional_accuracy, frechet_distance
+from diffusion_lib.metrics import conditional_accuracy, frechet_distance, psnr, within_class_spread
 from diffusion_lib.models.classifier import load_reference_classifier
 from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
 from diffusion_lib.samplers import classifier_free_guidance, sample_ddim, sample_dpmpp_2m
@@ -50,13 +50,6 @@ TEXT_SCALES = (1.0, 3.0, 5.0)
 def machine() -> dict:
     return {"date": date.today().isoformat(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine()}
-
-
-def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean distance of each feature vector (N, D) to the mean of its class, averaged over the classes."""
-    spreads = [(features[labels == k] - features[labels == k].mean(0)).norm(dim=1).mean()
-               for k in labels.unique()]
-    return float(torch.stack(spreads).mean())
 
 
 def digits() -> dict:
@@ -114,12 +107,6 @@ def text() -> dict:
             "prompts": "test: 500 one-object + 500 two-object captions drawn with seed 1 (held-out pairs excluded); "
                        "held_out: 200 captions of the held-out pairs, drawn with seed 0",
             "rows": rows, "machine": machine()}
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB for images in [-1, 1] (peak-to-peak 2), averaged over the images."""
-    mse = ((a - b) ** 2).flatten(1).mean(1)
-    return float((10 * torch.log10(4 / mse)).mean())
 
 
 def super_resolution() -> dict:

@@ -431,6 +431,25 @@ def class_entropy(predicted_labels: torch.Tensor, num_classes: int = 10) -> floa
     return max(float(-(p * p.log()).sum()), 0.0)
 
 
+def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Diversity within classes: the mean distance of each feature vector (N, D) to the mean of its class (labels
+    (N,)), averaged over the classes present. Guidance that makes every sample of a class alike drives it down."""
+    if features.ndim != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)} and "
+                         f"{tuple(labels.shape)}")
+    spreads = [(features[labels == k] - features[labels == k].mean(0)).norm(dim=1).mean() for k in labels.unique()]
+    return float(torch.stack(spreads).mean())
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images (N, ...) in [-1, 1] (peak-to-peak 2) against ``reference``, the
+    mean over the images of 10 log10(4 / MSE)."""
+    if images.shape != reference.shape:
+        raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must have one shape")
+    mse = (images - reference).pow(2).flatten(1).mean(1)
+    return float((10 * torch.log10(4 / mse)).mean())
+
+
 def conditional_accuracy(predicted: torch.Tensor, requested: torch.Tensor) -> float:
     """Fraction of class-conditional samples whose class, as the reference classifier predicts it, is the class
     that was asked for: mean(predicted == requested) over (N,) integer labels."""

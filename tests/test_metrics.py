@@ -222,3 +222,17 @@ def test_sliced_wasserstein_rejects_bad_input(x, y, kwargs, match):
 def test_mmd_rejects_bad_input(x, y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mmd_rbf(x, y, **kwargs)
+
+
+def test_psnr_and_within_class_spread_follow_their_definitions():
+    from diffusion_lib.metrics import psnr, within_class_spread
+
+    reference = torch.zeros(2, 1, 4, 4)
+    images = reference + torch.tensor([0.2, 0.02])[:, None, None, None]
+    # MSE 0.04 and 0.0004 on a peak-to-peak range of 2: 20 dB and 40 dB, averaged
+    assert psnr(images, reference) == pytest.approx(30.0, abs=1e-4)
+    features = torch.tensor([[0.0, 0.0], [2.0, 0.0], [5.0, 5.0], [5.0, 9.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert within_class_spread(features, labels) == pytest.approx((1.0 + 2.0) / 2)
+    with pytest.raises(ValueError, match="must have one shape"):
+        psnr(images, reference[:1])
