@@ -88,6 +88,15 @@ def pretrained_path(name: str) -> Path:
     return PRETRAINED / name
 
 
+def load_pretrained_module(name: str, module_class, device="cpu"):
+    """A shipped network rebuilt as ``module_class(**meta["model_config"])`` with its weights, in eval mode on
+    ``device``; ``load(pretrained_path(name))[1]`` is its JSON record."""
+    tensors, meta = load(pretrained_path(name))
+    model = module_class(**meta["model_config"])
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
 def _base(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path

@@ -186,10 +186,7 @@ def load_reference_classifier(name: str = "digits", device: str | torch.device =
     eval mode. Its JSON record (how it was made, its test accuracy) is ``checkpoints.load(path)[1]``."""
     from diffusion_lib import checkpoints
 
-    tensors, meta = checkpoints.load(checkpoints.pretrained_path(name + CHECKPOINT_SUFFIX))
-    model = DigitsClassifier(**meta["model_config"])
-    model.load_state_dict(tensors)
-    return model.to(device).eval()
+    return checkpoints.load_pretrained_module(name + CHECKPOINT_SUFFIX, DigitsClassifier, device)
 
 
 def main(argv: list[str] | None = None) -> int:

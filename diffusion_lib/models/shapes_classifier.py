@@ -196,10 +196,7 @@ def load_shapes_classifier(device: str | torch.device = "cpu") -> ShapesClassifi
     it was made, its test accuracy) is ``checkpoints.load(checkpoints.pretrained_path("shapes_classifier"))[1]``."""
     from diffusion_lib import checkpoints
 
-    tensors, meta = checkpoints.load(checkpoints.pretrained_path(NAME))
-    model = ShapesClassifier(**meta["model_config"])
-    model.load_state_dict(tensors)
-    return model.to(device).eval()
+    return checkpoints.load_pretrained_module(NAME, ShapesClassifier, device)
 
 
 def main(argv: list[str] | None = None) -> int:
