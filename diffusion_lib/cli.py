@@ -6,10 +6,14 @@ wrong type or a missing file is an error that names the key and the file:
     [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes", root (download cache),
                 class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with
                 seed 1), two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on
-                each image downsampled to that side and upsampled back, see diffusion_lib.editing)
+                each image downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an
+                autoencoder (shipped name or path, see diffusion_lib.latent): the model learns its latents (latent
+                diffusion; "" = the pixels)
     [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
     [text]      optional, shapes only: a text-conditioned model (diffusion_lib.models.text) with a text encoder of
-                dim, depth, heads, max_len, and mode = "cross" | "pooled"
+                dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained encoder to start
+                from (a shipped name or a path, see diffusion_lib.models.text_pretraining; "" = random init) and
+                freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
     [schedule]  name = "linear" | "cosine", T
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile, seed,
                 log_every, checkpoint_every, cond_dropout (classifier-free guidance)
@@ -55,6 +59,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "n_train": ((int,), 30000),
         "two_object_fraction": ((float, int), 0.5),
         "low_resolution": ((int,), 0),
+        "latent": ((str,), ""),
     },
     "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
     "train": {
@@ -75,6 +80,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
 }
 TEXT_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
     "dim": ((int,), 64), "depth": ((int,), 2), "heads": ((int,), 4), "max_len": ((int,), 16), "mode": ((str,), "cross"),
+    "encoder": ((str,), ""), "freeze_encoder": ((bool,), False),
 }
 
 
@@ -135,12 +141,14 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
                              ("data.low_resolution", config["data"]["low_resolution"] > 0)) if on]
     if len(kinds) > 1:
         raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
+    if config["data"]["latent"] and config["data"]["low_resolution"]:
+        raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
     return config
 
 
 def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, Any]:
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
-    captions)."""
+    captions); with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
     from diffusion_lib import data as datasets
 
     root = Path(data["root"]).expanduser()
@@ -148,12 +156,18 @@ def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor,
     if name == "shapes":
         n, seed = (data["n_train"], 0) if split == "train" else SHAPES_TEST
         shapes = datasets.captioned_shapes(n, seed, two_object_fraction=data["two_object_fraction"])
-        return shapes.images, shapes.captions
-    if name == "digits":
-        return datasets.load_digits(split)
-    loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
-              "cifar10": datasets.load_cifar10}[name]
-    return loader(root, split)
+        images, labels = shapes.images, shapes.captions
+    elif name == "digits":
+        images, labels = datasets.load_digits(split)
+    else:
+        loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
+                  "cifar10": datasets.load_cifar10}[name]
+        images, labels = loader(root, split)
+    if data["latent"]:
+        from diffusion_lib.latent import load_autoencoder
+
+        images = load_autoencoder(data["latent"]).encode(images)
+    return images, labels
 
 
 def build(config: dict[str, dict[str, Any]], device: torch.device):
@@ -172,9 +186,15 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
         overrides.setdefault("cond_channels", images.shape[1])
     torch.manual_seed(config["train"]["seed"])  # the model's initial weights
     if "text" in config:
-        text = config["text"]
+        text = dict(config["text"])
+        pretrained = text.pop("encoder")
         unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
         model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(labels).vocab, **text))
+        if pretrained:
+            from diffusion_lib.models.text_pretraining import load_pretrained_encoder
+
+            encoder, encoder_meta = load_pretrained_encoder(pretrained)
+            model.load_encoder(encoder, encoder_meta["vocab"])
     else:
         model = UNet(dataclasses.replace(PRESETS[name], **overrides))
     model = model.to(device)
@@ -248,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out if present")
     args = parser.parse_args(argv)
+    try:  # a [family] table: a VAE, GAN or autoregressive model (diffusion_lib.families.cli)
+        family = "family" in tomllib.loads(args.config.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        family = False  # read_config says what is wrong
+    if family:
+        from diffusion_lib.families.cli import main as family_main
+
+        return family_main(argv)
 
     config = read_config(args.config)
     steps = args.steps if args.steps is not None else config["train"]["steps"]

@@ -105,7 +105,9 @@ class TextEncoder(nn.Module):
 @dataclass(frozen=True)
 class TextUNetConfig:
     """Everything needed to rebuild a :class:`TextConditionedUNet`: the U-Net's config (its ``context_dim`` must be
-    ``dim``), the vocabulary, the encoder's size and the conditioning mode ("cross" or "pooled")."""
+    ``dim``), the vocabulary, the encoder's size, the conditioning mode ("cross" or "pooled") and whether the text
+    encoder is frozen (Imagen's recipe: its weights come from pretraining on text alone and training leaves them be;
+    see :mod:`diffusion_lib.models.text_pretraining`)."""
 
     unet: UNetConfig
     vocab: tuple[str, ...]
@@ -114,6 +116,7 @@ class TextUNetConfig:
     heads: int = 4
     max_len: int = 16
     mode: str = "cross"
+    freeze_encoder: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.unet, Mapping):  # from JSON
@@ -140,7 +143,23 @@ class TextConditionedUNet(nn.Module):
         self.config = config
         self.tokenizer = Tokenizer(config.vocab)
         self.encoder = TextEncoder(len(config.vocab), config.dim, config.depth, config.heads, config.max_len)
+        self.encoder.requires_grad_(not config.freeze_encoder)
         self.unet = UNet(config.unet)
+
+    def load_encoder(self, encoder: TextEncoder, vocab: Sequence[str]) -> None:
+        """Copy the weights of a pretrained ``encoder`` that reads ``vocab`` into this model's text encoder.
+
+        Raises:
+            ValueError: ``vocab`` is not this model's vocabulary, or the encoder's size differs.
+        """
+        if tuple(vocab) != self.config.vocab:
+            raise ValueError(f"the pretrained encoder reads another vocabulary ({len(vocab)} words) than this model "
+                             f"({len(self.config.vocab)} words); pretrain it on the same captions")
+        own = self.encoder.state_dict()
+        other = encoder.state_dict()
+        if {k: v.shape for k, v in own.items()} != {k: v.shape for k, v in other.items()}:
+            raise ValueError("the pretrained encoder's size (dim, depth, max_len) differs from this model's [text]")
+        self.encoder.load_state_dict(other)
 
     def encode_prompts(self, captions: Sequence[str]) -> dict[str, torch.Tensor]:
         """``cond`` for a list of captions, padded to ``max_len``, on the model's device."""
