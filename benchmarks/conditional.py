@@ -11,10 +11,13 @@ class (adherence), the Fréchet distance of the 1,000 samples to the 360 test di
 together), and the spread within each class (mean distance of a sample's classifier features to its class's mean,
 averaged over classes; real test digits for comparison).
 
-text: the captioned-shapes models with cross-attention (``shapes_text``) and with one pooled text vector
-(``shapes_pooled``), at guidance scales 1, 3 and 5, DPM-Solver++(2M) 20 steps: 500 one-object and 500 two-object
-prompts drawn like the test set (seed 1, held-out pairs excluded) and 200 prompts of held-out pairs (never seen in
-training); adherence per attribute from :func:`diffusion_lib.models.shapes_classifier.adherence`.
+text: the captioned-shapes models with cross-attention (``shapes_text``), with one pooled text vector
+(``shapes_pooled``), with a frozen text encoder pretrained on captions alone (``shapes_text_frozen``, Imagen's
+recipe) and latent diffusion (``shapes_latent``), at guidance scales 1, 3 and 5, DPM-Solver++(2M) 20 steps: 500
+one-object and 500 two-object prompts drawn like the test set (seed 1, held-out pairs excluded) and 200 prompts of
+held-out pairs (never seen in training); adherence per attribute from
+:func:`diffusion_lib.models.shapes_classifier.adherence`, and the Fréchet distance between the shapes classifier's
+features of the samples and of the real images of the same prompts. ``text MODEL...`` re-measures only those.
 
 sr: the super-resolution model (``shapes_sr``) on 500 test images downsampled to 8x8: PSNR to the 16x16 originals
 and how often the shapes classifier reads the original's attributes off the result, against bilinear upsampling.
@@ -35,8 +38,9 @@ import torch
 
 from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
-from diffusion_lib.data.shapes import captioned_shapes
+from diffusion_lib.data.shapes import CaptionedShapes, captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
+from diffusion_lib.latent import load_autoencoder
 from diffusion_lib.metrics import conditional_accuracy, frechet_distance, psnr, within_class_spread
 from diffusion_lib.models.classifier import load_reference_classifier
 from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
@@ -45,6 +49,7 @@ from diffusion_lib.samplers import classifier_free_guidance, sample_ddim, sample
 RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results"
 DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 TEXT_SCALES = (1.0, 3.0, 5.0)
+TEXT_MODELS = ("shapes_text", "shapes_pooled", "shapes_text_frozen", "shapes_latent")
 
 
 def machine() -> dict:
@@ -76,36 +81,52 @@ def digits() -> dict:
             "real_test_digits": real, "machine": machine()}
 
 
-def prompts() -> dict[str, list[str]]:
-    one = captioned_shapes(500, 1, two_object_fraction=0.0).captions
-    two = captioned_shapes(500, 1, two_object_fraction=1.0).captions
-    held = captioned_shapes(200, 0, two_object_fraction=1.0, held_out="only").captions
-    return {"test": one + two, "held_out": held}
+def prompts() -> dict[str, CaptionedShapes]:
+    one, two = captioned_shapes(500, 1, two_object_fraction=0.0), captioned_shapes(500, 1, two_object_fraction=1.0)
+    attributes = (torch.cat([getattr(one, k), getattr(two, k)]) for k in ("count", "colour", "shape", "size"))
+    test = CaptionedShapes(torch.cat([one.images, two.images]), one.captions + two.captions, one.scenes + two.scenes,
+                           *attributes)
+    return {"test": test, "held_out": captioned_shapes(200, 0, two_object_fraction=1.0, held_out="only")}
 
 
-def text() -> dict:
-    from diffusion_lib.data.shapes import parse_caption
+def generate(model, schedule, meta, captions: list[str], scale: float) -> torch.Tensor:
+    """Images (N, 3, 16, 16) for the captions: DPM-Solver++(2M) 20 steps from x_T seeded 0, x̂_0 clipped to [-1, 1]
+    for a pixel model; for a latent model (its config names an autoencoder), the sampled latents decoded."""
+    config = meta["model_config"]["unet"]
+    x_T = torch.randn(len(captions), config["in_channels"], config["image_size"], config["image_size"],
+                      generator=torch.Generator().manual_seed(0))
+    latent = meta["config"]["data"].get("latent")
+    with torch.no_grad():
+        samples = sample_dpmpp_2m(classifier_free_guidance(model, scale), x_T, schedule, 20,
+                                  cond=model.encode_prompts(captions), clip_x0=None if latent else 1.0)
+        return load_autoencoder(latent).decode(samples).clamp(-1, 1) if latent else samples
 
+
+def text(names: list[str]) -> dict:
+    """Adherence and FD (shapes classifier features, against the real images of the same prompts) of each model."""
     classifier = load_shapes_classifier()
     sets = prompts()
+    with torch.no_grad():
+        real = {kind: classifier.features(data.images) for kind, data in sets.items()}
     rows = []
-    for name in ("shapes_text", "shapes_pooled"):
+    for name in names:
         model, schedule, meta = load_denoiser(name)
         for scale in TEXT_SCALES:
-            for kind, captions in sets.items():
-                x_T = torch.randn(len(captions), 3, 16, 16, generator=torch.Generator().manual_seed(0))
+            for kind, data in sets.items():
                 start = time.perf_counter()
-                with torch.no_grad():
-                    images = sample_dpmpp_2m(classifier_free_guidance(model, scale), x_T, schedule, 20,
-                                             cond=model.encode_prompts(captions), clip_x0=1.0)
+                images = generate(model, schedule, meta, data.captions, scale)
                 seconds = time.perf_counter() - start
-                scores = adherence(classifier.predict(images), [parse_caption(c) for c in captions])
+                with torch.no_grad():
+                    fd = frechet_distance(classifier.features(images), real[kind])
+                scores = adherence(classifier.predict(images), data.scenes)
                 rows.append({"model": name, "mode": meta["model_config"]["mode"], "scale": scale, "prompts": kind,
-                             "n": len(captions), **scores, "seconds": round(seconds, 1)})
+                             "n": len(data.captions), **scores, "fd": fd, "seconds": round(seconds, 1)})
                 print(rows[-1], flush=True)
-    return {"sampler": "DPM-Solver++(2M) 20 steps, clip_x0=1, x_T seed 0",
+    return {"sampler": "DPM-Solver++(2M) 20 steps, clip_x0=1 (pixels) or none (latents, then decoded), x_T seed 0",
             "prompts": "test: 500 one-object + 500 two-object captions drawn with seed 1 (held-out pairs excluded); "
                        "held_out: 200 captions of the held-out pairs, drawn with seed 0",
+            "fd": "Fréchet distance between the shapes classifier's features of the samples and of the real images "
+                  "of the same captions",
             "rows": rows, "machine": machine()}
 
 
@@ -143,13 +164,25 @@ def table() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("digits", "text", "sr", "table"))
-    what = parser.parse_args().what
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help=f"text only: the models to (re)measure, of {TEXT_MODELS} (default: all); the rows of "
+                             "the others are kept")
+    args = parser.parse_args()
+    what = args.what
+    if set(args.models) - set(TEXT_MODELS) or (args.models and what != "text"):
+        parser.error(f"models are for 'text' only, and among {TEXT_MODELS}; got {args.models}")
     if what == "table":
         table()
         return
-    run, name = {"digits": (digits, "digits_guidance"), "text": (text, "text_adherence"),
-                 "sr": (super_resolution, "super_resolution")}[what]
-    result = run()
+    if what == "text":
+        name, names = "text_adherence", args.models or list(TEXT_MODELS)
+        result = text(names)
+        old = RESULTS / f"{name}.json"
+        kept = [r for r in json.loads(old.read_text())["rows"] if r["model"] not in names] if old.exists() else []
+        result["rows"] = sorted(kept + result["rows"], key=lambda r: TEXT_MODELS.index(r["model"]))
+    else:
+        run, name = {"digits": (digits, "digits_guidance"), "sr": (super_resolution, "super_resolution")}[what]
+        result = run()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {RESULTS / name}.json")

@@ -1,0 +1,80 @@
+"""Latent diffusion: the autoencoder, its latent scale, and training a denoiser on latents through the CLI."""
+
+import pytest
+import torch
+
+from diffusion_lib import checkpoints
+from diffusion_lib.data.shapes import captioned_shapes
+from diffusion_lib.latent import TEST_DRAW, TWO_OBJECT_FRACTION, Autoencoder, load_autoencoder
+from diffusion_lib.metrics import psnr
+
+
+def test_the_autoencoder_halves_the_side_and_checks_its_input():
+    torch.manual_seed(0)
+    model = Autoencoder(channels=3, latent_channels=4, width=8).eval()
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    z = model.encode(x, batch_size=2)
+    assert z.shape == (5, 4, 8, 8) and not z.requires_grad
+    assert model.decode(z).shape == (5, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(z, model.posterior(x)[0], atol=1e-6)  # the posterior mean, batched the same
+    with pytest.raises(ValueError, match=r"x must be images \(B, 3, H, W\) with even H and W, got \(5, 3, 15, 15\)"):
+        model.encode(x[..., :15, :15])
+    with pytest.raises(ValueError, match=r"z must be latents \(B, 4, h, w\), got \(5, 3, 8, 8\)"):
+        model.decode(torch.zeros(5, 3, 8, 8))
+
+
+def test_fit_scale_gives_latents_of_unit_variance_and_decode_undoes_it():
+    torch.manual_seed(0)
+    model = Autoencoder(width=8).eval()
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    scale = model.fit_scale(x)
+    z = model.encode(x)
+    assert float(z.std()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(z, model.posterior(x)[0].detach() * scale, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(model.decode(z), model.decoder(model.posterior(x)[0]), atol=1e-5)
+
+
+def test_the_kl_term_vanishes_when_the_posterior_is_the_prior():
+    torch.manual_seed(0)
+    model = Autoencoder(width=8)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    last = model.encoder[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)  # mean 0, log-variance 0: q(z | x) = N(0, I)
+    with torch.no_grad():
+        free = model.loss(x, 0.0, torch.Generator().manual_seed(1))
+        heavy = model.loss(x, 1e6, torch.Generator().manual_seed(1))
+        assert float(heavy) == pytest.approx(float(free), rel=1e-6)
+        torch.nn.init.constant_(last.bias, 0.5)  # now the posterior is not the prior: the KL term is positive
+        assert float(model.loss(x, 1e6, torch.Generator().manual_seed(1))) > float(free) + 1e3
+
+
+def test_the_shipped_autoencoder_still_reconstructs_as_its_record_says():
+    model = load_autoencoder()
+    _, meta = checkpoints.load(checkpoints.pretrained_path("shapes_autoencoder"))
+    test = captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
+    z = model.encode(test.images)
+    with torch.no_grad():
+        reconstructions = model.decode(z).clamp(-1, 1)
+    assert psnr(reconstructions, test.images) == pytest.approx(meta["test_psnr_db"], abs=0.01)
+    assert meta["test_psnr_db"] > 30 and min(meta["test_attributes_kept"].values()) > 0.97, meta
+    assert float(z.std()) == pytest.approx(1.0, abs=0.05)  # the scale, fitted on the training scenes
+    assert meta["command"] == "python -m diffusion_lib.latent --out diffusion_lib/pretrained"
+
+
+def test_a_latent_config_trains_on_the_autoencoders_latents(tmp_path):
+    from diffusion_lib.cli import load_data, read_config
+
+    config_file = tmp_path / "latent.toml"
+    config_file.write_text('[data]\ndataset = "shapes"\nn_train = 300\nlatent = "shapes_autoencoder"\n'
+                           '[model]\npreset = "shapes"\nin_channels = 4\nimage_size = 8\n[train]\nsteps = 1\n')
+    config = read_config(config_file)
+    latents, captions = load_data(config["data"])
+    images = captioned_shapes(300, 0, two_object_fraction=0.5).images
+    assert latents.shape == (300, 4, 8, 8) and len(captions) == 300
+    assert torch.allclose(latents, load_autoencoder().encode(images), atol=1e-5)
+    config_file.write_text(config_file.read_text().replace("[model]", "low_resolution = 8\n[model]"))
+    with pytest.raises(ValueError, match=r"data\.latent and data\.low_resolution cannot be combined"):
+        read_config(config_file)
