@@ -71,7 +71,8 @@ def measure(repeats: int) -> dict:
             with torch.no_grad():
                 x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
                 out = sample_dpmpp_2m(classifier_free_guidance(model, 3.0), x_T, schedule, 20,
-                                      cond=model.encode_prompts(captions), clip_x0=None if latent else 1.0)
+                                      cond=model.encode_prompts(captions),
+                                      clip_x0=autoencoder.bound.item() if latent else 1.0)
                 return autoencoder.decode(out) if latent else out
 
         sample_ms = 1000 * median_seconds(sample, repeats) / 100

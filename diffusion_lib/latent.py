@@ -15,7 +15,8 @@ exp(logvar)); training minimises
 The weak KL term (1e-4) only keeps the latent space smooth and its scale bounded; the reconstructions stay sharp.
 Diffusion then uses the posterior mean times ``scale`` = 1 / (standard deviation of the training latents), so that
 the latents have unit variance like the images the noise schedules were designed for (Stable Diffusion's 0.18215 is
-the same factor for its autoencoder).
+the same factor for its autoencoder). Samplers clip their x̂_0 to ±``bound``, the range of the training latents, as
+they clip images to [-1, 1].
 
 Remake the shipped autoencoder (a few minutes on a 2-core CPU):
 
@@ -73,7 +74,8 @@ class Autoencoder(nn.Module):
             nn.Conv2d(latent_channels, 2 * w, 3, padding=1), _ResBlock(2 * w), nn.Upsample(scale_factor=2),
             nn.Conv2d(2 * w, w, 3, padding=1), _ResBlock(w), nn.GroupNorm(8, w), nn.SiLU(),
             nn.Conv2d(w, channels, 3, padding=1))
-        self.register_buffer("scale", torch.ones(()))  # set after training, see fit_scale
+        self.register_buffer("scale", torch.ones(()))  # both set after training, see fit_scale
+        self.register_buffer("bound", torch.full((), float("inf")))
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | x): mean and log-variance (B, latent_channels, S/2, S/2) of the unscaled latent."""
@@ -105,9 +107,16 @@ class Autoencoder(nn.Module):
         return F.mse_loss(reconstruction, x) + kl_weight * kl.mean()
 
     def fit_scale(self, x: torch.Tensor) -> float:
-        """Set ``scale`` to 1 / (standard deviation of the posterior means of x) and return it."""
+        """Set ``scale`` to 1 / (standard deviation of the posterior means of the images x) and ``bound`` to the
+        largest absolute value of the scaled latents of x; return the scale.
+
+        ``bound`` is to latents what 1 is to images: samplers clip their estimate of the clean latent to [-bound,
+        bound] (``clip_x0=autoencoder.bound``). Without it the first steps from pure noise, where x̂_0 divides the
+        model's error by sqrt(ᾱ_t) ≈ 5e-5, can throw the sample far outside anything the decoder has seen.
+        """
         self.scale.fill_(1.0)
         self.scale.fill_(1.0 / self.encode(x).std().item())
+        self.bound.fill_(self.encode(x).abs().max().item())
         return self.scale.item()
 
 
@@ -156,7 +165,8 @@ def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e
         reconstructions = model.decode(model.encode(test.images)).clamp(-1, 1)
     kept = adherence(load_shapes_classifier().predict(reconstructions), test.scenes)
     record = {"steps": steps, "seed": seed, "kl_weight": kl_weight, "batch_size": batch_size, "lr": lr,
-              "model_config": model.config, "scale": round(scale, 6), "train_seconds": round(seconds, 1),
+              "model_config": model.config, "scale": round(scale, 6), "bound": round(model.bound.item(), 4),
+              "train_seconds": round(seconds, 1),
               "test": f"{TEST_DRAW[0]:,} scenes drawn with seed {TEST_DRAW[1]}",
               "test_psnr_db": round(psnr(reconstructions, test.images), 2),
               "test_attributes_kept": {k: round(kept[k], 4) for k in ("one.all", "two.binding")},

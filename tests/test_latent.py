@@ -31,6 +31,7 @@ def test_fit_scale_gives_latents_of_unit_variance_and_decode_undoes_it():
     scale = model.fit_scale(x)
     z = model.encode(x)
     assert float(z.std()) == pytest.approx(1.0, abs=1e-5)
+    assert float(model.bound) == pytest.approx(float(z.abs().max()), rel=1e-6)
     assert torch.allclose(z, model.posterior(x)[0].detach() * scale, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(model.decode(z), model.decoder(model.posterior(x)[0]), atol=1e-5)
@@ -78,3 +79,21 @@ def test_a_latent_config_trains_on_the_autoencoders_latents(tmp_path):
     config_file.write_text(config_file.read_text().replace("[model]", "low_resolution = 8\n[model]"))
     with pytest.raises(ValueError, match=r"data\.latent and data\.low_resolution cannot be combined"):
         read_config(config_file)
+
+
+def test_the_shipped_latent_model_draws_what_one_object_prompts_ask_for_once_decoded():
+    from diffusion_lib.cli import load_denoiser
+    from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
+    from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
+
+    model, schedule, meta = load_denoiser("shapes_latent")
+    autoencoder = load_autoencoder(meta["config"]["data"]["latent"])
+    prompts = captioned_shapes(48, 5, two_object_fraction=0.0)
+    x_T = torch.randn(48, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = sample_dpmpp_2m(classifier_free_guidance(model, 3.0), x_T, schedule, 10,
+                            cond=model.encode_prompts(prompts.captions), clip_x0=float(autoencoder.bound))
+        images = autoencoder.decode(z).clamp(-1, 1)
+    assert float(z.abs().max()) <= float(autoencoder.bound) * 1.5  # within the training latents' range
+    scores = adherence(load_shapes_classifier().predict(images), prompts.scenes)
+    assert scores["one.all"] > 0.85, scores

@@ -36,7 +36,8 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
         checkpoints.pretrained_path("imagenet")
 
 
-SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr")
+SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr", "shapes_text_frozen",
+                     "shapes_latent")
 
 
 @pytest.mark.parametrize("name", SHIPPED_DENOISERS)
