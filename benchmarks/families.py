@@ -95,7 +95,7 @@ def table() -> None:
         else:
             bpp = "–"
         print(f"| {r['family']} | {r['fd']:.1f} | {r['kid']:.1f} ± {r['kid_std']:.1f} | {r['coverage']:.1f} | "
-              f"{r['train_seconds']:.0f} | {r['ms_per_sample']:.2f} | {r['parameters']:,} | {bpp} |")
+              f"{r['train_seconds']:.0f} | {r['ms_per_sample']:.3g} | {r['parameters']:,} | {bpp} |")
 
 
 def main() -> None:

@@ -306,11 +306,15 @@ def test_a_missing_config_file_is_named(tmp_path):
 
 def test_the_shipped_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs"
+    from diffusion_lib.families.cli import read_config as read_family_config
+
     names = sorted(p.name for p in root.glob("*.toml"))
-    assert names == ["cifar10.toml", "digits.toml", "digits_class.toml", "mnist.toml", "shapes_pooled.toml",
-                     "shapes_sr.toml", "shapes_text.toml"]
+    families = ["digits_autoregressive.toml", "digits_gan.toml", "digits_vae.toml"]
+    assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "mnist.toml", "shapes_latent.toml",
+                            "shapes_pooled.toml", "shapes_sr.toml", "shapes_text.toml", "shapes_text_frozen.toml",
+                            *families])
     for name in names:
-        read_config(root / name)
+        (read_family_config if name in families else read_config)(root / name)
 
 
 
