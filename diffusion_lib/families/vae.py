@@ -118,9 +118,14 @@ class VAE(nn.Module):
         its categorical, not a draw from it)."""
         _check_int("n", n, low=1)
         device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
-        probs = self.decode(z).softmax(dim=1)                                        # (n, levels, S, S)
-        level = (probs * torch.arange(self.config.levels, device=device)[:, None, None]).sum(1, keepdim=True)
+        return self.mean_image(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
+
+    @torch.no_grad()
+    def mean_image(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim) → images (B, 1, S, S) in [-1, 1]: each pixel's expected grey level under p(x | z)."""
+        probs = self.decode(z).softmax(dim=1)                                        # (B, levels, S, S)
+        levels = torch.arange(self.config.levels, device=z.device, dtype=probs.dtype)
+        level = (probs * levels[:, None, None]).sum(1, keepdim=True)
         return level * 2 / (self.config.levels - 1) - 1
 
     def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
