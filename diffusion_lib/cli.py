@@ -18,6 +18,9 @@ wrong type or a missing file is an error that names the key and the file:
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile, seed,
                 log_every, checkpoint_every, cond_dropout (classifier-free guidance)
 
+A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
+autoregressive model on the digits; see :mod:`diffusion_lib.families.cli`), with the same command.
+
 It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
 ``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what :func:`load_denoiser` loads).
 
@@ -262,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     from diffusion_lib.train import Trainer
 
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib.train",
-                                     description="Train a diffusion U-Net from a TOML config.")
+                                     description="Train a diffusion U-Net from a TOML config (or, when it has a "
+                                                 "[family] table, a VAE, GAN or autoregressive model: see "
+                                                 "diffusion_lib.families.cli).")
     parser.add_argument("config", type=Path, help="the TOML config, e.g. configs/digits.toml")
     parser.add_argument("--steps", type=int, help="total optimisation steps (overrides train.steps)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
