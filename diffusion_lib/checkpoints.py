@@ -97,6 +97,33 @@ def load_pretrained_module(name: str, module_class, device="cpu"):
     return model.to(device).eval()
 
 
+def train_and_save_main(argv: list[str] | None, *, command: str, name: str, description: str, train,
+                        summary, default_steps: int) -> int:
+    """The command line of the library's auxiliary models (reference classifiers, the pretrained text encoder, the
+    autoencoder): ``COMMAND [--out DIR] [--steps N] [--seed S]``.
+
+    ``train(steps, seed)`` returns (the trained module, its JSON record); the module is saved as ``OUT/NAME`` with the
+    record and the exact command, and ``summary(record)`` is printed with the paths written.
+    """
+    import argparse
+    import shlex
+    import sys
+
+    parser = argparse.ArgumentParser(prog=command, description=description)
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    parser.add_argument("--steps", type=int, default=default_steps,
+                        help=f"optimisation steps (default: {default_steps})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    model, record = train(args.steps, args.seed)
+    line = " ".join([command, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
+    path = save(args.out / name, dict(model.state_dict()), {**record, "command": line})
+    print(f"{summary(record)}; wrote {path}.safetensors and {path}.json")
+    return 0
+
+
 def _base(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path

@@ -87,6 +87,16 @@ TEXT_SCHEMA: dict[str, tuple[tuple[type, ...], Any]] = {
 }
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a TOML file; FileNotFoundError if it is missing, ValueError (naming it) if it is not TOML."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+
+
 def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Read and check a TOML training config; fill in defaults.
 
@@ -98,12 +108,7 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     from diffusion_lib.models.unet import UNetConfig
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    raw = read_toml(path)
     unknown = set(raw) - {*SCHEMA, "model", "text"}
     if unknown:
         raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected "

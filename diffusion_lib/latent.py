@@ -25,17 +25,15 @@ Remake the shipped autoencoder (a few minutes on a 2-core CPU):
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from diffusion_lib.train import fit_on_one_thread
 
 COMMAND = "python -m diffusion_lib.latent"
 NAME = "shapes_autoencoder"
@@ -141,23 +139,12 @@ def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    try:
-        model.train()
-        for step in range(steps):
-            batch = images[torch.randint(0, len(images), (batch_size,), generator=generator)]
-            loss = model.loss(batch, kl_weight, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{steps}: loss {loss.item():.5f}", flush=True)
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
+
+    def batch_loss() -> torch.Tensor:
+        batch = images[torch.randint(0, len(images), (batch_size,), generator=generator)]
+        return model.loss(batch, kl_weight, generator)
+
+    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, scheduler=schedule, progress=progress)
     model.eval()
     scale = model.fit_scale(images)
     test = captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
@@ -190,20 +177,13 @@ def load_autoencoder(name_or_path: str = NAME, device: str | torch.device = "cpu
 def main(argv: list[str] | None = None) -> int:
     from diffusion_lib import checkpoints
 
-    parser = argparse.ArgumentParser(prog=COMMAND, description="Train the shapes autoencoder of latent diffusion and "
-                                     "write OUT/shapes_autoencoder.safetensors + .json.")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: 3000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-    model, record = train_autoencoder(args.steps, args.seed, progress=True)
-    command = " ".join([COMMAND, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    path = checkpoints.save(args.out / NAME, dict(model.state_dict()), {**record, "command": command})
-    print(f"test PSNR {record['test_psnr_db']} dB, attributes kept {record['test_attributes_kept']}, scale "
-          f"{record['scale']}, in {record['train_seconds']:.0f} s; wrote {path}.safetensors and {path}.json")
-    return 0
+    return checkpoints.train_and_save_main(
+        argv, command=COMMAND, name=NAME, default_steps=3000,
+        description="Train the shapes autoencoder of latent diffusion and write "
+                    "OUT/shapes_autoencoder.safetensors + .json.",
+        train=lambda steps, seed: train_autoencoder(steps, seed, progress=True),
+        summary=lambda r: f"test PSNR {r['test_psnr_db']} dB, attributes kept {r['test_attributes_kept']}, scale "
+                          f"{r['scale']}, in {r['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

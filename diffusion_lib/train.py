@@ -346,6 +346,33 @@ class Trainer:
         return meta
 
 
+def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch_loss, *,
+                      scheduler=None, progress: bool = False) -> float:
+    """The plain loop of the library's auxiliary models (the shapes classifier, the text encoder, the autoencoder):
+    ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and scheduler step.
+
+    Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; prints the loss
+    every 500 steps with ``progress``. Returns the wall time in seconds.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        model.train()
+        for step in range(steps):
+            loss = batch_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if progress and (step + 1) % 500 == 0:
+                print(f"step {step + 1}/{steps}: loss {loss.item():.5f}", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return time.perf_counter() - start
+
+
 def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
     expected = module.state_dict()
     for name, value in expected.items():

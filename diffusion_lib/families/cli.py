@@ -27,11 +27,6 @@ from typing import Any
 
 import torch
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from diffusion_lib import __version__, checkpoints
 from diffusion_lib.data import load_digits
 from diffusion_lib.families.autoregressive import AutoregressiveConfig, AutoregressiveTransformer
@@ -58,13 +53,10 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         ValueError: invalid TOML, an unknown table, family or key, a wrong type or a missing required key (the
             message names the key and the file).
     """
+    from diffusion_lib.cli import read_toml
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    raw = read_toml(path)
     unknown = set(raw) - {"family", "train"}
     if unknown:
         raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected ['family', 'train']")

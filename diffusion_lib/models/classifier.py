@@ -26,12 +26,8 @@ Remake the shipped weights (2,000 steps, about 20 s on one CPU thread; 99.44% te
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -192,22 +188,13 @@ def load_reference_classifier(name: str = "digits", device: str | torch.device =
 def main(argv: list[str] | None = None) -> int:
     from diffusion_lib import checkpoints
 
-    parser = argparse.ArgumentParser(prog=COMMAND, description="Train the reference digits classifier of the "
-                                     "image metrics and write OUT/digits_classifier.safetensors + .json.")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    parser.add_argument("--steps", type=int, default=2000, help="optimisation steps (default: 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-
-    model, record = train_classifier(args.steps, args.seed, progress=True)
-    command = " ".join([COMMAND, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    path = checkpoints.save(args.out / ("digits" + CHECKPOINT_SUFFIX), dict(model.state_dict()),
-                            {**record, "command": command})
-    print(f"test accuracy {record['test_accuracy']:.4f} after {record['steps']} steps in "
-          f"{record['train_seconds']:.0f} s; wrote {path}.safetensors and {path}.json")
-    return 0
+    return checkpoints.train_and_save_main(
+        argv, command=COMMAND, name="digits" + CHECKPOINT_SUFFIX, default_steps=2000,
+        description="Train the reference digits classifier of the image metrics and write "
+                    "OUT/digits_classifier.safetensors + .json.",
+        train=lambda steps, seed: train_classifier(steps, seed, progress=True),
+        summary=lambda r: f"test accuracy {r['test_accuracy']:.4f} after {r['steps']} steps in "
+                          f"{r['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,7 @@ Remake the shipped weights (about a minute on a 2-core CPU):
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffusion_lib.data.shapes import COLOURS, SHAPES, SIZES, CaptionedShapes, Scene, captioned_shapes, from_scenes
+from diffusion_lib.train import fit_on_one_thread
 
 COMMAND = "python -m diffusion_lib.models.shapes_classifier"
 NAME = "shapes_classifier"
@@ -155,24 +151,12 @@ def train_classifier(steps: int = 3000, seed: int = 0, *, n_train: int = 20000, 
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    try:
-        model.train()
-        for step in range(steps):
-            idx = torch.randint(0, len(data), (batch_size,), generator=generator)
-            batch = _rows(data, idx)
-            value = loss(model(perturb(batch.images, generator)), batch)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            schedule.step()
-            if progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{steps}: loss {value.item():.4f}", flush=True)
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
+
+    def batch_loss() -> torch.Tensor:
+        batch = _rows(data, torch.randint(0, len(data), (batch_size,), generator=generator))
+        return loss(model(perturb(batch.images, generator)), batch)
+
+    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, scheduler=schedule, progress=progress)
     model.eval()
     test = captioned_shapes(2000, TEST_SEED, held_out="include")
     clean = adherence(model.predict(test.images), test.scenes)
@@ -202,20 +186,13 @@ def load_shapes_classifier(device: str | torch.device = "cpu") -> ShapesClassifi
 def main(argv: list[str] | None = None) -> int:
     from diffusion_lib import checkpoints
 
-    parser = argparse.ArgumentParser(prog=COMMAND, description="Train the reference classifier of the captioned "
-                                     "shapes and write OUT/shapes_classifier.safetensors + .json.")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: 3000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-    model, record = train_classifier(args.steps, args.seed, progress=True)
-    command = " ".join([COMMAND, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    path = checkpoints.save(args.out / NAME, dict(model.state_dict()), {**record, "command": command})
-    print(f"test accuracy {record['test_accuracy']} after {record['steps']} steps in {record['train_seconds']:.0f} s; "
-          f"wrote {path}.safetensors and {path}.json")
-    return 0
+    return checkpoints.train_and_save_main(
+        argv, command=COMMAND, name=NAME, default_steps=3000,
+        description="Train the reference classifier of the captioned shapes and write "
+                    "OUT/shapes_classifier.safetensors + .json.",
+        train=lambda steps, seed: train_classifier(steps, seed, progress=True),
+        summary=lambda r: f"test accuracy {r['test_accuracy']} after {r['steps']} steps in "
+                          f"{r['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

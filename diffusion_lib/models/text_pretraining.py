@@ -20,10 +20,6 @@ Remake the shipped encoder (about a minute on a 2-core CPU):
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffusion_lib.data.shapes import captioned_shapes
+from diffusion_lib.train import fit_on_one_thread
 
 from .text import TextEncoder, Tokenizer
 
@@ -94,23 +91,12 @@ def pretrain(steps: int = 3000, seed: int = 0, *, dim: int = 64, depth: int = 2,
     model = MaskedWordModel(len(tokenizer), dim, depth, heads, max_len)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    try:
-        model.train()
-        for step in range(steps):
-            idx = torch.randint(0, len(ids), (batch_size,), generator=generator)
-            hidden = hide_words(ids[idx], mask[idx], rate, generator)
-            loss, _ = masked_word_loss(model, ids[idx], mask[idx], hidden)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{steps}: loss {loss.item():.4f}", flush=True)
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
+
+    def batch_loss() -> torch.Tensor:
+        idx = torch.randint(0, len(ids), (batch_size,), generator=generator)
+        return masked_word_loss(model, ids[idx], mask[idx], hide_words(ids[idx], mask[idx], rate, generator))[0]
+
+    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, progress=progress)
     model.eval()
     test_ids, test_mask = tokenizer.encode(captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
                                            .captions, max_len)
@@ -144,20 +130,16 @@ def load_pretrained_encoder(name_or_path: str = NAME) -> tuple[TextEncoder, dict
 def main(argv: list[str] | None = None) -> int:
     from diffusion_lib import checkpoints
 
-    parser = argparse.ArgumentParser(prog=COMMAND, description="Pretrain the text encoder on captions alone (masked "
-                                     "words) and write OUT/shapes_text_encoder.safetensors + .json.")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    parser.add_argument("--steps", type=int, default=3000, help="optimisation steps (default: 3000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-    model, _, record = pretrain(args.steps, args.seed, progress=True)
-    command = " ".join([COMMAND, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    path = checkpoints.save(args.out / NAME, dict(model.state_dict()), {**record, "command": command})
-    print(f"masked-word test accuracy {record['test_accuracy']} after {record['steps']} steps in "
-          f"{record['train_seconds']:.0f} s; wrote {path}.safetensors and {path}.json")
-    return 0
+    def train(steps: int, seed: int):
+        model, _, record = pretrain(steps, seed, progress=True)
+        return model, record
+
+    return checkpoints.train_and_save_main(
+        argv, command=COMMAND, name=NAME, default_steps=3000, train=train,
+        description="Pretrain the text encoder on captions alone (masked words) and write "
+                    "OUT/shapes_text_encoder.safetensors + .json.",
+        summary=lambda r: f"masked-word test accuracy {r['test_accuracy']} after {r['steps']} steps in "
+                          f"{r['train_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
