@@ -157,12 +157,12 @@ def table() -> None:
     for r in guidance["rows"]:
         print(f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['fd']:.1f} | {r['spread']:.2f} |")
     adh = json.loads((RESULTS / "text_adherence.json").read_text())
-    print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped | FD |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in adh["rows"]:
         one = [f"{r[k]:.3f}" if k in r else "–" for k in ("one.colour", "one.shape", "one.size", "one.all")]
         two = [f"{r[k]:.3f}" for k in ("two.count", "two.binding", "two.swapped")]
-        print(f"| {r['mode']} | {r['scale']:g} | {r['prompts']} | " + " | ".join(one + two) + " |")
+        print(f"| {r['model']} | {r['scale']:g} | {r['prompts']} | " + " | ".join(one + two) + f" | {r['fd']:.1f} |")
 
 
 def main() -> None:
