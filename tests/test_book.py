@@ -79,6 +79,34 @@ def test_colab_install_cell_installs_the_repository_only_in_colab(path, monkeypa
     assert kwargs.get("check") is True
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_opens_with_its_own_colab_link_and_says_what_a_gpu_changes(path):
+    intro = "".join(_cells(path)[0]["source"])
+    owner_repo = REPOSITORY.removeprefix("https://github.com/")
+    link = f"https://colab.research.google.com/github/{owner_repo}/blob/{CONFIG['repository']['branch']}/book/{path.name}"
+    assert f"[Open this chapter in Colab]({link})" in intro
+    budget = intro.split("**Budget:**", 1)[1]
+    assert "GPU" in budget, "the budget note must say what the full budget does on a GPU"
+
+
+def test_the_package_keeps_colabs_torch_and_ships_its_checkpoints():
+    """pyproject.toml: dependencies are ranges (an exact pin could replace Colab's CUDA torch), and its package-data
+    globs cover every file under diffusion_lib/pretrained, so `pip install git+...` brings the shipped models."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dependencies = project["project"]["dependencies"]
+    assert any(d.startswith("torch>=") for d in dependencies)
+    assert not [d for d in dependencies if "==" in d], dependencies
+    globs = project["tool"]["setuptools"]["package-data"]["diffusion_lib"]
+    package = ROOT / "diffusion_lib"
+    shipped = {p for p in (package / "pretrained").rglob("*") if p.is_file()}
+    covered = {p for pattern in globs for p in package.glob(pattern)}
+    assert shipped and shipped <= covered, sorted(str(p.relative_to(package)) for p in shipped - covered)
+
+
 def test_ci_runs_the_commands_the_readme_gives():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     for marker in ("test-command", "build-command"):
