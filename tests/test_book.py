@@ -115,3 +115,16 @@ def test_ci_runs_the_commands_the_readme_gives():
         assert command.startswith("python -m pip install -r requirements.txt && ")
         assert f"readme_command {marker}" in ci
     assert "-W -n --keep-going" in readme
+
+
+def test_the_pages_workflow_builds_with_the_readmes_command_and_checks_every_page():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "pages.yml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    build = readme.split("<!-- build-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    steps = workflow["jobs"]["build"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    assert build in runs, "the workflow must run the README's build command verbatim"
+    assert runs.index(build) < runs.index("python scripts/check_pages.py")
+    assert any(step.get("uses", "").startswith("actions/upload-pages-artifact") and
+               step["with"]["path"] == "_build/html" for step in steps)
+    assert workflow["jobs"]["deploy"]["steps"][0]["uses"].startswith("actions/deploy-pages")
