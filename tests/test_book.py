@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -128,3 +129,52 @@ def test_the_pages_workflow_builds_with_the_readmes_command_and_checks_every_pag
     assert any(step.get("uses", "").startswith("actions/upload-pages-artifact") and
                step["with"]["path"] == "_build/html" for step in steps)
     assert workflow["jobs"]["deploy"]["steps"][0]["uses"].startswith("actions/deploy-pages")
+
+
+def _refresh_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("refresh_notebooks", ROOT / "scripts" / "refresh_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png(array) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_figure_check_tolerates_a_few_edge_pixels_and_catches_a_changed_plot():
+    import numpy as np
+
+    refresh = _refresh_script()
+    image = np.full((100, 200, 3), 255, dtype=np.uint8)
+    image[40:60, 20:180] = 0  # a bar
+    assert refresh.figure_difference(_png(image), _png(image)) is None
+    nudged = image.copy()
+    nudged[40, 20:50] = 200  # 30 anti-aliased edge pixels moved: 0.15% of the figure
+    assert refresh.figure_difference(_png(image), _png(nudged)) is None
+    moved = np.full_like(image, 255)
+    moved[45:65, 20:180] = 0  # the bar moved by 5 pixels: 1,600 pixels (8%) changed
+    assert refresh.figure_difference(_png(image), _png(moved)) == "8.00% of the pixels changed"
+    assert refresh.figure_difference(_png(image), _png(image[:90])) == "size 200x100 is now 200x90"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_stored_figure_has_an_opaque_background_so_it_reads_in_the_dark_theme(path):
+    """A transparent figure shows black labels on the dark theme's near-black page; setup() paints figures white."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    figures = _refresh_script().figures(nbformat.read(path, as_version=4))
+    for cell, png in figures:
+        alpha = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3]
+        assert alpha.min() == 255, f"cell {cell} of {path.name} has transparent pixels"
