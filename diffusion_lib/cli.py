@@ -1,7 +1,7 @@
 """The training command line: ``python -m diffusion_lib.train CONFIG.toml [--steps N] [--out DIR] [--resume]``.
 
 A TOML config has four tables (see ``configs/*.toml``); every key is checked, and an unknown key, a value of the
-wrong type or a missing file is an error that names the key and the file:
+wrong type or a missing file is an error that names the key and the file::
 
     [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes", root (download cache),
                 class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with

@@ -9,8 +9,8 @@ directions of the sliced Wasserstein distance, drawn from a generator you pass i
     SW_p(x, y) = ( E_θ [ W_p(θ·x, θ·y)^p ] )^(1/p),   θ uniform on the unit sphere S^{D-1},
 
 estimated with L random directions. In one dimension the p-Wasserstein distance between two empirical measures has
-a closed form through their quantile functions, W_p^p = ∫_0^1 |F_x^{-1}(u) - F_y^{-1}(u)|^p du, so each direction
-costs one sort per cloud and no optimal-transport solver.
+a closed form through their quantile functions, ``W_p^p = ∫_0^1 |F_x^{-1}(u) - F_y^{-1}(u)|^p du``, so each
+direction costs one sort per cloud and no optimal-transport solver.
 
 - *Units*: the units of the data, like a distance. If y is x shifted by μ, then SW_2 = ||μ|| / sqrt(D) for many
   directions (W_2 would give ||μ||): slicing shrinks distances by about sqrt(D), so compare values only at the same D.
@@ -79,9 +79,9 @@ def sliced_wasserstein(
     ``generator`` on the device of ``x`` (so the generator must live on that device), i.e. uniform on the sphere.
     For each direction the exact 1-D p-Wasserstein distance between the projected clouds is computed:
 
-    - N == M: sort both projections and match them in order, W_p^p = mean_i |x_(i) - y_(i)|^p.
-    - N != M: integrate |F_x^{-1}(u) - F_y^{-1}(u)|^p over u in (0, 1] exactly. Both empirical quantile functions are
-      piecewise constant, with steps at u = i/N and u = j/M, so on the merged grid of these (at most N + M - 1)
+    - N == M: sort both projections and match them in order, ``W_p^p = mean_i |x_(i) - y_(i)|^p``.
+    - N != M: integrate ``|F_x^{-1}(u) - F_y^{-1}(u)|^p`` over u in (0, 1] exactly. Both empirical quantile functions
+      are piecewise constant, with steps at u = i/N and u = j/M, so on the merged grid of these (at most N + M - 1)
       levels both are constant on every interval and the integral is a finite weighted sum. (A grid of max(N, M)
       evenly spaced levels would be exact only when one of N, M divides the other.)
 
@@ -236,7 +236,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
       positive semi-definite matrices has real eigenvalues >= 0, so its principal square root is real in exact
       arithmetic; rounding (above all when a covariance is singular, e.g. with fewer samples than dimensions) can
       make some eigenvalues slightly negative and the result slightly complex. Only the trace enters FD: its
-      imaginary part is discarded when it is below 1e-3 · max(1, |real part|), and a ValueError is raised above
+      imaginary part is discarded when it is below 1e-3 · max(1, ``|real part|``), and a ValueError is raised above
       that (a sign of broken features, not of rounding).
     - If ``sqrtm`` returns non-finite values (a nearly singular product), it is retried once with 1e-6 added to the
       diagonals of both covariances, as the reference FID code does.

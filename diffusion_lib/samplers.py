@@ -6,7 +6,7 @@ Every sampler is a pure function of a denoiser, a starting point and a schedule;
 
 The model output is read according to ``parameterization``: the noise ε (``"eps"``, DDPM), the clean data x_0
 (``"x0"``) or the velocity v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (``"v"``). Each step turns it into the pair
-(ε̂, x̂_0) and moves x_t to a less noisy x_s (s < t) with the rule of its paper, written in its symbols:
+(ε̂, x̂_0) and moves x_t to a less noisy x_s (s < t) with the rule of its paper, written in its symbols::
 
     DDPM (Ho et al. 2020)   x_s = μ̃(x_t, x̂_0) + σ z,     σ² = β̃ (posterior) or β (the forward step's variance)
     DDIM (Song et al. 2021) x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,   σ = η sqrt(β̃)
@@ -52,7 +52,7 @@ class Trajectory:
 
 
 def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[int]:
-    """A decreasing subsequence of ``steps`` timesteps of [0, T), as in Lin et al. (2024), Table 2:
+    """A decreasing subsequence of ``steps`` timesteps of [0, T), as in Lin et al. (2024), Table 2::
 
         trailing  round(T - i·T/S) - 1 for i < S         (the default: starts at T - 1, from pure noise)
         leading   T//S · (S-1), ..., T//S, 0            (DDIM's and Stable Diffusion's choice; skips the noisiest
@@ -127,7 +127,7 @@ def sample_ddpm(
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2).
 
     At each step t → s (s = the next timestep, or clean data after the last one), with ᾱ_s = 1 for clean data and
-    β_{t|s} = 1 - ᾱ_t / ᾱ_s (= β_t when s = t - 1):
+    β_{t|s} = 1 - ᾱ_t / ᾱ_s (= β_t when s = t - 1)::
 
         x_s = sqrt(ᾱ_s) β_{t|s} / (1 - ᾱ_t) · x̂_0 + sqrt(1 - β_{t|s}) (1 - ᾱ_s) / (1 - ᾱ_t) · x_t + σ z,
         σ² = β̃ = (1 - ᾱ_s) / (1 - ᾱ_t) · β_{t|s}   or   σ² = β_{t|s},           no noise on the last step.

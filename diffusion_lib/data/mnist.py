@@ -4,12 +4,14 @@ Files are stored as ROOT/mnist/<file> and ROOT/fashion_mnist/<file>. `FILES` is 
 replace it with files of their own.
 
 Where the SHA-256 hashes come from (two or three independent projects that publish the same values):
+
 - MNIST: TensorFlow Datasets, tensorflow_datasets/url_checksums/mnist.txt (sizes 9,912,422 / 28,881 / 1,648,877 /
   4,542 bytes, same files on Google's cvdf mirror), and torchvision-ruby (ankane/torchvision-ruby,
   lib/torchvision/datasets/mnist.rb), which checks them against this same ossci-datasets mirror.
 - Fashion-MNIST: TensorFlow Datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt (sizes 26,421,880 /
   29,515 / 4,422,102 / 5,148 bytes, same URLs as here), Flux.jl (src/data/fashion-mnist.jl) and
   torchvision-ruby (lib/torchvision/datasets/fashion_mnist.rb).
+
 The Fashion-MNIST server speaks plain http only; the SHA-256 check is what makes that safe.
 """
 

@@ -2,7 +2,7 @@
 [--out DIR]`` with a config that has a ``[family]`` table (:func:`diffusion_lib.cli.main` hands such configs here).
 
 A family config has two tables (see ``configs/digits_vae.toml``, ``digits_gan.toml``, ``digits_autoregressive.toml``);
-every key is checked, and an unknown key or a value of the wrong type is an error that names the key and the file:
+every key is checked, and an unknown key or a value of the wrong type is an error that names the key and the file::
 
     [family]    name = "vae" | "gan" | "autoregressive", and any field of that family's config
                 (VAEConfig, GANConfig, AutoregressiveConfig) to override its default

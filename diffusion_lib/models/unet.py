@@ -2,7 +2,7 @@
 
 The layout follows the DDPM reference implementation (``diffusion/models/unet.py`` of the paper's code). With
 ``ch`` base channels, ``ch_mult = (m_0, ..., m_{n-1})`` and an image of side ``S``, level ``i`` works at side
-``S / 2**i`` with ``ch · m_i`` channels:
+``S / 2**i`` with ``ch · m_i`` channels::
 
     t ──sinusoidal(ch)──▶ Linear(ch, 4ch) ─ SiLU ─ Linear(4ch, 4ch) ──▶ emb  (B, 4ch)   [+ class embedding]
 
@@ -15,7 +15,7 @@ The layout follows the DDPM reference implementation (``diffusion/models/unet.py
                      then (except at level 0) nearest ×2 and a 3x3 conv               (B, ch·m_i, 2S_i, 2S_i)
     out:             GroupNorm ─ SiLU ─ conv 3x3                                      (B, C_out, S, S)
 
-ResBlock, with x of shape (B, C, H, W) and emb of shape (B, 4ch):
+ResBlock, with x of shape (B, C, H, W) and emb of shape (B, 4ch)::
 
     h = Conv3x3(SiLU(GroupNorm(x)))                                       (B, C', H, W)
     scale_shift=True (FiLM, as in improved DDPM):
