@@ -13,6 +13,7 @@ work offline (MathJax is served with the site), and, once MathJax has typeset it
   the chapter's notebook stores;
 - a request for a file of the site that failed (blocked requests to other hosts are listed as warnings: matplotlib's
   animation player asks a CDN for its button icons, which readers online get and the page does without);
+- an internal link to a page or file of the site that does not exist;
 - a chapter whose Colab launch button or "Open this chapter in Colab" link does not point at its own notebook in the
   repository named in _config.yml.
 
@@ -29,6 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import nbformat
 import yaml
@@ -60,6 +62,7 @@ INSPECT = """async () => {
       return frame && frame.complete && frame.naturalWidth > 0;
     }).length,
     colab_links: Array.from(document.querySelectorAll("a[href*='colab.research.google.com']")).map(a => a.href),
+    local_links: Array.from(document.querySelectorAll("a[href]")).map(a => a.href).filter(h => h.startsWith("file:")),
   };
 }"""
 
@@ -121,6 +124,10 @@ def check(page: Path, browser, repo: str, branch: str) -> dict:
             problems.append(f"no link to {colab}; Colab links: {found['colab_links']}")
         elif any(link != colab for link in found["colab_links"]):
             problems.append(f"a Colab link to another notebook: {found['colab_links']}")
+    dead = sorted({link.split("#")[0] for link in found.pop("local_links")
+                   if not Path(unquote(urlparse(link.split("#")[0]).path)).exists()})
+    if dead:
+        problems.append(f"{len(dead)} internal links lead nowhere: {dead[:3]}")
     found.pop("colab_links")
     found.pop("broken_images")
     return {"page": str(page.relative_to(SITE)), **found, "animations_stored": expected,
