@@ -40,11 +40,12 @@ from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
 from diffusion_lib.data.shapes import CaptionedShapes, captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
+from diffusion_lib.latent import generate as generate_images
 from diffusion_lib.latent import load_autoencoder
 from diffusion_lib.metrics import conditional_accuracy, frechet_distance, psnr, within_class_spread
 from diffusion_lib.models.classifier import load_reference_classifier
 from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
-from diffusion_lib.samplers import classifier_free_guidance, sample_ddim, sample_dpmpp_2m
+from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
 
 RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results"
 DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
@@ -90,19 +91,14 @@ def prompts() -> dict[str, CaptionedShapes]:
 
 
 def generate(model, schedule, meta, captions: list[str], scale: float) -> torch.Tensor:
-    """Images (N, 3, 16, 16) for the captions: DPM-Solver++(2M) 20 steps from x_T seeded 0, x̂_0 clipped to [-1, 1]
-    for a pixel model; for a latent model (its config names an autoencoder), x̂_0 clipped to the autoencoder's
-    ``bound`` and the sampled latents decoded."""
+    """Images (N, 3, 16, 16) for the captions with :func:`diffusion_lib.latent.generate` (DPM-Solver++(2M) 20 steps)
+    from x_T seeded 0; a latent model (its config names an autoencoder) has its samples decoded."""
     config = meta["model_config"]["unet"]
     x_T = torch.randn(len(captions), config["in_channels"], config["image_size"], config["image_size"],
                       generator=torch.Generator().manual_seed(0))
     latent = meta["config"]["data"].get("latent")
-    autoencoder = load_autoencoder(latent) if latent else None
-    with torch.no_grad():
-        samples = sample_dpmpp_2m(classifier_free_guidance(model, scale), x_T, schedule, 20,
-                                  cond=model.encode_prompts(captions),
-                                  clip_x0=autoencoder.bound.item() if latent else 1.0)
-        return autoencoder.decode(samples).clamp(-1, 1) if latent else samples
+    return generate_images(model, schedule, captions, x_T, guidance=scale,
+                           autoencoder=load_autoencoder(latent) if latent else None)
 
 
 def text(names: list[str]) -> dict:

@@ -30,8 +30,7 @@ import torch
 
 from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data.shapes import captioned_shapes
-from diffusion_lib.latent import load_autoencoder
-from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
+from diffusion_lib.latent import generate, load_autoencoder
 from diffusion_lib.train import Trainer
 
 RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results" / "latent_speed.json"
@@ -68,12 +67,8 @@ def measure(repeats: int) -> dict:
         shape = (100, *x0.shape[1:])
 
         def sample(model=model, schedule=schedule, shape=shape, latent=latent, captions=captions):
-            with torch.no_grad():
-                x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-                out = sample_dpmpp_2m(classifier_free_guidance(model, 3.0), x_T, schedule, 20,
-                                      cond=model.encode_prompts(captions),
-                                      clip_x0=autoencoder.bound.item() if latent else 1.0)
-                return autoencoder.decode(out) if latent else out
+            x_T = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            return generate(model, schedule, captions, x_T, autoencoder=autoencoder if latent else None)
 
         sample_ms = 1000 * median_seconds(sample, repeats) / 100
         rows.append({"model": name, "space": "latent 8x8x4" if latent else "pixels 16x16x3",

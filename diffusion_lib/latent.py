@@ -161,6 +161,23 @@ def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e
     return model, record
 
 
+def generate(model, schedule, captions: list[str], x_T: torch.Tensor, *, guidance: float = 3.0, steps: int = 20,
+             autoencoder: Autoencoder | None = None) -> torch.Tensor:
+    """Images for ``captions`` from a text-conditioned model, in pixel or latent space alike.
+
+    DPM-Solver++(2M) with ``steps`` steps and classifier-free guidance ``guidance`` from ``x_T`` (B, C, S, S). For a
+    pixel model (``autoencoder`` None) x̂_0 is clipped to [-1, 1] and the samples are returned; for a latent model
+    x̂_0 is clipped to ``autoencoder.bound`` and the sampled latents are decoded, images (B, 3, 2S, 2S) in [-1, 1].
+    """
+    from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
+
+    with torch.no_grad():
+        samples = sample_dpmpp_2m(classifier_free_guidance(model, guidance), x_T, schedule, steps,
+                                  cond=model.encode_prompts(captions),
+                                  clip_x0=1.0 if autoencoder is None else float(autoencoder.bound))
+        return samples if autoencoder is None else autoencoder.decode(samples).clamp(-1, 1)
+
+
 def load_autoencoder(name_or_path: str = NAME, device: str | torch.device = "cpu") -> Autoencoder:
     """A trained :class:`Autoencoder` (a shipped name or a path written by :func:`main`) in eval mode."""
     from diffusion_lib import checkpoints
