@@ -28,10 +28,19 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_lib.models.unet import PRESETS, UNet, UNetConfig
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
+
+
+def forward_flops(model: torch.nn.Module, config: UNetConfig, device: torch.device) -> int:
+    """Floating-point operations of one forward pass for one image (2 per multiply-add), counted by PyTorch."""
+    x = torch.randn(2, config.in_channels, config.image_size, config.image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, torch.zeros(2, dtype=torch.long, device=device))
+    return counter.get_total_flops() // 2
 
 
 def diffusers_twin(config: UNetConfig):
@@ -89,7 +98,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, device: torch.device) -> dict:
+def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, device: torch.device,
+            recipe: dict | None = None, peak_tflops: float | None = None) -> dict:
     config = PRESETS[preset]
     torch.manual_seed(0)
     data = torch.rand(max(batch, 256), config.in_channels, config.image_size, config.image_size) * 2 - 1
@@ -102,6 +112,10 @@ def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, de
     if abs(counts["ours"] / counts["diffusers"] - 1) > 0.02:
         raise SystemExit(f"the two models differ by more than 2% in parameters: {counts}")
     runs = {"ours": ours.train_step, "diffusers": twin}
+    if recipe:  # the same step of ours with the recipe's options (torch.compile, channels_last)
+        runs["ours recipe"] = Trainer(UNet(config), schedule, data, batch_size=batch, lr=2e-4, ema_decay=0.999,
+                                      amp=None if precision == "fp32" else "bf16", device=device,
+                                      log_every=10**9, **recipe).train_step
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     peak: dict[str, int] = {}
     for name, step in runs.items():  # warm-up (and the peak memory of a step, on a GPU)
@@ -125,6 +139,12 @@ def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, de
            "images_per_s": {k: round(v, 1) for k, v in images.items()},
            "ratio": round(images["ours"] / images["diffusers"], 3),
            "peak_memory_mb": {k: round(v / 2**20, 1) for k, v in peak.items()} or None}
+    if recipe:
+        row["recipe"] = recipe
+        row["ratio_recipe"] = round(images["ours recipe"] / images["diffusers"], 3)
+    if peak_tflops:  # a training step costs about three forward passes (forward, and backward twice over)
+        flops = 3 * forward_flops(ours.model, config, device)
+        row["mfu"] = {k: round(v * flops / (peak_tflops * 1e12), 4) for k, v in images.items()}
     print(row, flush=True)
     return row
 
@@ -136,10 +156,15 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--compile", action="store_true", help="also time our step with torch.compile ...")
+    parser.add_argument("--channels-last", action="store_true", help="... and/or in channels_last")
+    parser.add_argument("--peak-tflops", type=float, help="measured bf16 matrix ceiling, for model FLOPs utilisation")
     parser.add_argument("--out", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = [measure(args.preset, args.batch, p, args.rounds, args.steps, device) for p in args.precision]
+    recipe = {k: True for k, on in (("compile", args.compile), ("channels_last", args.channels_last)) if on}
+    rows = [measure(args.preset, args.batch, p, args.rounds, args.steps, device, recipe, args.peak_tflops)
+            for p in args.precision]
     if args.out:
         machine = {"date": date.today().isoformat(), "torch": torch.__version__, "device": device.type,
                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),

@@ -66,6 +66,8 @@ class Trainer:
         amp: "bf16", "fp16" or None (full precision); "auto" picks bf16 on a CUDA GPU that supports it, fp16 on
             one that does not, and None on a CPU.
         compile: run the model through ``torch.compile``.
+        channels_last: keep the model's weights and its input in NHWC memory format (images (N, C, H, W) only);
+            on a GPU, with bf16 and ``compile``, the fastest step measured (benchmarks/RESULTS.md).
         device: where to train; None means the device of the model's parameters.
         seed: seeds the two generators (see the module docstring).
         log_every: how often losses are copied to the host and checked (one sync each time).
@@ -95,6 +97,7 @@ class Trainer:
         ema_decay: float | None = None,
         amp: str | None = "auto",
         compile: bool = False,
+        channels_last: bool = False,
         device: torch.device | str | None = None,
         seed: int = 0,
         log_every: int = 100,
@@ -132,6 +135,8 @@ class Trainer:
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        if channels_last and data.ndim != 4:
+            raise ValueError(f"channels_last needs images of shape (N, C, H, W), got data of shape {tuple(data.shape)}")
         if amp not in (*AMP_MODES, "auto", None):
             raise ValueError(f"amp must be one of {(*AMP_MODES, 'auto', None)}, got {amp!r}")
 
@@ -141,7 +146,9 @@ class Trainer:
         if device is None:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        layout = torch.channels_last if channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=layout)
+        self.channels_last = channels_last
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if ema_decay is not None else None
         self.schedule = schedule
         self.data = data.to(self.device)
@@ -185,7 +192,7 @@ class Trainer:
             group["lr"] = self.lr_at(self.step)
         x0, cond, t, noise = self._batch()
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None):
-            losses, t = diffusion_loss_per_example(self._forward, x0, self.schedule, cond=cond, t=t, noise=noise,
+            losses, t = diffusion_loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
                                                    parameterization=self.parameterization)
         loss = losses.float().mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -203,6 +210,11 @@ class Trainer:
         self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float64))
         self.step += 1
         return loss.detach()
+
+    def _model_call(self, x_t: torch.Tensor, t: torch.Tensor, cond):
+        if self.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        return self._forward(x_t, t, cond)
 
     def _batch(self):
         """This rank's slice of the global batch: (x0, condition or None, t, ε)."""

@@ -4,6 +4,7 @@ draws.
     python scripts/refresh_notebooks.py                 # every notebook under book/: execute and store the outputs
     python scripts/refresh_notebooks.py book/02_forward_diffusion.ipynb
     python scripts/refresh_notebooks.py --check         # execute every notebook and compare its figures, store nothing
+    python scripts/refresh_notebooks.py --time full     # on a GPU: each notebook's run time in the full budget
 
 Outputs are made in the quick budget (DIFFUSION_BUDGET=quick) on the CPU, with each notebook's fixed seeds, so that
 `pytest --nbval` on a CPU reproduces them. Widget state is not stored: the static site cannot run a kernel, so each
@@ -27,6 +28,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
@@ -77,11 +79,29 @@ def check(path: Path) -> list[str]:
     return problems
 
 
+def time_notebooks(paths: list[Path], budget: str) -> int:
+    """Execute each notebook in ``budget`` on the default device and print its run time; 1 if any cell failed."""
+    os.environ["DIFFUSION_BUDGET"] = budget
+    failing = 0
+    for path in paths:
+        try:
+            _, seconds = execute(path, timeout=1800)
+            print(f"ok   {path.name}: {seconds:.1f} s ({budget} budget)", flush=True)
+        except CellExecutionError as error:
+            failing += 1
+            print(f"FAIL {path.name}: {str(error).strip().splitlines()[-1]}", flush=True)
+    return 1 if failing else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to refresh (default: all under book/)")
     parser.add_argument("--check", action="store_true", help="compare the figures with the stored ones, store nothing")
+    parser.add_argument("--time", choices=("quick", "full"), help="execute in this budget on this machine's device "
+                        "(its GPU, if it has one) and print each notebook's run time; compare and store nothing")
     args = parser.parse_args(argv)
+    if args.time:
+        return time_notebooks(args.notebooks or sorted(BOOK.glob("*.ipynb")), args.time)
     os.environ["DIFFUSION_BUDGET"] = "quick"
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     failing = 0
