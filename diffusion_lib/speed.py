@@ -35,7 +35,12 @@ def native_bf16(device: torch.device | str) -> bool:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:  # oneDNN's own check of the instruction set; absent from builds without oneDNN
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def fast_denoiser(model: nn.Module, *, bf16: bool | None = None, channels_last: bool | None = None,
