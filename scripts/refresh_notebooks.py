@@ -81,15 +81,22 @@ def check(path: Path) -> list[str]:
 
 def time_notebooks(paths: list[Path], budget: str) -> int:
     """Execute each notebook in ``budget`` on the default device and print its run time; 1 if any cell failed."""
-    os.environ["DIFFUSION_BUDGET"] = budget
+    before = os.environ.get("DIFFUSION_BUDGET")
+    os.environ["DIFFUSION_BUDGET"] = budget  # the kernels inherit it
     failing = 0
-    for path in paths:
-        try:
-            _, seconds = execute(path, timeout=1800)
-            print(f"ok   {path.name}: {seconds:.1f} s ({budget} budget)", flush=True)
-        except CellExecutionError as error:
-            failing += 1
-            print(f"FAIL {path.name}: {str(error).strip().splitlines()[-1]}", flush=True)
+    try:
+        for path in paths:
+            try:
+                _, seconds = execute(path, timeout=1800)
+                print(f"ok   {path.name}: {seconds:.1f} s ({budget} budget)", flush=True)
+            except CellExecutionError as error:
+                failing += 1
+                print(f"FAIL {path.name}: {str(error).strip().splitlines()[-1]}", flush=True)
+    finally:
+        if before is None:
+            os.environ.pop("DIFFUSION_BUDGET")
+        else:
+            os.environ["DIFFUSION_BUDGET"] = before
     return 1 if failing else 0
 
 

@@ -1,6 +1,7 @@
 """The book as a whole: configuration, chapters, the Colab install cell, and the README's commands."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -164,6 +165,21 @@ def test_the_figure_check_tolerates_a_few_edge_pixels_and_catches_a_changed_plot
     moved[45:65, 20:180] = 0  # the bar moved by 5 pixels: 1,600 pixels (8%) changed
     assert refresh.figure_difference(_png(image), _png(moved)) == "8.00% of the pixels changed"
     assert refresh.figure_difference(_png(image), _png(image[:90])) == "size 200x100 is now 200x90"
+
+
+def test_timing_runs_each_notebook_in_the_budget_asked_for_and_names_a_failing_one(tmp_path, capsys):
+    refresh = _refresh_script()
+    paths = []
+    for name, code in (("works", "import os\nassert os.environ['DIFFUSION_BUDGET'] == 'full'"), ("breaks", "1 / 0")):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        nbformat.write(notebook, tmp_path / f"{name}.ipynb")
+        paths.append(tmp_path / f"{name}.ipynb")
+    before = os.environ.get("DIFFUSION_BUDGET")
+    assert refresh.time_notebooks(paths, "full") == 1
+    assert os.environ.get("DIFFUSION_BUDGET") == before  # the rest of the test session keeps its budget
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("ok   works.ipynb: ") and printed[0].endswith(" s (full budget)")
+    assert printed[1].startswith("FAIL breaks.ipynb: ") and "ZeroDivisionError" in printed[1]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
