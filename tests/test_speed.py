@@ -106,3 +106,21 @@ def test_channels_last_training_takes_the_same_steps():
 def test_channels_last_needs_images():
     with pytest.raises(ValueError, match="channels_last needs images of shape"):
         Trainer(torch.nn.Linear(2, 2), NoiseSchedule.linear(), torch.randn(8, 2), channels_last=True)
+
+
+def test_a_channels_last_training_saves_and_resumes(tmp_path):
+    data = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+
+    def trainer():
+        return Trainer(small().train(), NoiseSchedule.linear(), data, batch_size=8, amp=None, ema_decay=0.9,
+                       channels_last=True)
+
+    first = trainer()
+    first.train_step()
+    first.save(tmp_path / "state.safetensors")  # safetensors stores contiguous tensors only
+    second = trainer()
+    second.load_state(tmp_path / "state.safetensors")
+    for a, b in zip([*first.model.parameters(), *first.ema_model.parameters()],
+                    [*second.model.parameters(), *second.ema_model.parameters()], strict=True):
+        assert torch.equal(a, b)
+    assert second.train_step().item() == first.train_step().item()
