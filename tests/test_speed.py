@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from diffusion_lib.models import MLPDenoiser
 from diffusion_lib.models.unet import UNet, _attend
 from diffusion_lib.samplers import sample_ddim
 from diffusion_lib.schedules import NoiseSchedule
@@ -58,6 +59,15 @@ def test_compiled_denoiser_samples_what_the_eager_one_samples():
     eager = sample_ddim(fast_denoiser(model, bf16=False, channels_last=False, compile=False), x_T, schedule, 3)
     compiled = sample_ddim(fast_denoiser(model, bf16=False, compile=True), x_T, schedule, 3)
     assert relative_error(compiled, eager) < 1e-4
+
+
+def test_fast_denoiser_takes_a_model_of_points_as_it_is():
+    torch.manual_seed(0)
+    model = MLPDenoiser().eval()
+    x, t = torch.randn(8, 2), torch.randint(0, 1000, (8,))
+    with torch.no_grad():
+        reference = model(x, t, None)
+    assert relative_error(fast_denoiser(model, bf16=False)(x, t), reference) < 1e-6
 
 
 def test_fast_denoiser_rejects_bad_arguments():
