@@ -31,21 +31,22 @@ def relative_error(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def test_fast_denoiser_in_float32_computes_what_the_model_computes():
-    model = small()
-    x, t, labels = inputs()
+def model_and_reference():
+    """A small U-Net, its inputs (x, t, labels) and its own float32 output on them."""
+    model, (x, t, labels) = small(), inputs()
     with torch.no_grad():
-        reference = model(x, t, labels)
+        return model, (x, t, labels), model(x, t, labels)
+
+
+def test_fast_denoiser_in_float32_computes_what_the_model_computes():
+    model, (x, t, labels), reference = model_and_reference()
     out = fast_denoiser(model, bf16=False, channels_last=True, compile=False)(x, t, labels)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert relative_error(out, reference) < 1e-5
 
 
 def test_fast_denoiser_in_bf16_is_close_and_leaves_the_model_in_float32():
-    model = small()
-    x, t, labels = inputs()
-    with torch.no_grad():
-        reference = model(x, t, labels)
+    model, (x, t, labels), reference = model_and_reference()
     out = fast_denoiser(model, bf16=True, channels_last=False, compile=False)(x, t, labels)
     assert out.dtype == torch.float32
     assert 1e-4 < relative_error(out, reference) < 3e-2  # bf16 rounding: visible, small
