@@ -72,7 +72,8 @@ class DiffusersStep:
         self.model, self.data, self.batch, self.device = model.to(device).train(), data.to(device), batch, device
         self.alphas_cumprod = schedule.alphas_cumprod.to(device, torch.float32)
         self.ema = [p.detach().clone() for p in self.model.parameters()]
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=2e-4, fused=device.type == "cuda" or None)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=2e-4,  # fused, as Trainer's
+                                           fused=device.type in ("cuda", "cpu") or None)
         self.dtype = torch.bfloat16 if precision == "bf16" else None
         self.generator = torch.Generator(device).manual_seed(0)
 

@@ -7,7 +7,7 @@ Each optimisation step (Ho et al. 2020, Algorithm 1):
     t ~ Uniform{0..T-1}, ε ~ N(0, I)                     (see diffusion_lib.losses)
     loss ← mean ‖model(x_t, t, label) - ε‖²              (bf16 autocast on CUDA; fp16 + loss scaling without bf16)
     lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up)
-    gradient, clipped to norm ``grad_clip``, then one AdamW step (fused on CUDA)
+    gradient, clipped to norm ``grad_clip``, then one AdamW step (PyTorch's fused kernel)
     EMA ← decay · EMA + (1 - decay) · weights            (decay warmed up as min(decay, (1 + step) / (10 + step)))
 
 Randomness comes from two generators on the training device, both seeded from ``seed``: ``data_generator`` (seed)
@@ -166,7 +166,7 @@ class Trainer:
         self.data_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=weight_decay,
-                                           fused=self.device.type == "cuda" or None)
+                                           fused=self.device.type in ("cuda", "cpu") or None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.step = 0
         self.train_seconds = 0.0

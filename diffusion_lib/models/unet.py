@@ -63,6 +63,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .dropout import Dropout
 from .embeddings import timestep_embedding
 
 __all__ = ["PRESETS", "UNet", "UNetConfig", "unet_from_preset"]
@@ -183,7 +184,7 @@ class _ResBlock(nn.Module):
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * c_out if cfg.scale_shift else c_out)
         self.norm2 = _norm(c_out, cfg.groups)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
