@@ -51,3 +51,11 @@ def test_outside_training_or_with_p_zero_it_is_the_identity():
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))  # nn.Dropout's own answer at p = 1
+
+
+def test_under_torch_compile_it_is_torchs_own_dropout_in_one_graph():
+    torch._dynamo.reset()
+    compiled = torch.compile(Dropout(0.1).train(), fullgraph=True, backend="aot_eager")
+    y = compiled(torch.ones(64, 64))
+    values = set(y.unique().tolist())
+    assert values == {0.0, torch.tensor(1 / 0.9).item()}  # p = 0.1 itself, not rounded to a multiple of 2^-16

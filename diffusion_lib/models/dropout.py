@@ -5,7 +5,8 @@ in the ``digits`` U-Net's training step that was 9% of the time. :class:`Dropout
 cuts four 16-bit numbers from each: forward and backward of a (128, 32, 8, 8) tensor then take 0.9–1.0 ms instead
 of 1.7 ms. The drop probability becomes a multiple of 2⁻¹⁶ (0.1 becomes 6554 / 65536 = 0.100006), and the kept
 values are scaled by the inverse of that exact keep probability, so the output's expectation is still its input.
-On any other device (a GPU's dropout is one fused kernel) and outside training it is ``nn.Dropout`` itself.
+On any other device (a GPU's dropout is one fused kernel), under ``torch.compile`` (which draws the mask inside its
+own fused kernel) and outside training it is ``nn.Dropout`` itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropped = round(self.p * _LEVELS)  # out of _LEVELS
-        if not self.training or x.device.type != "cpu" or not 0 < dropped < _LEVELS:
+        if not self.training or x.device.type != "cpu" or not 0 < dropped < _LEVELS or torch.compiler.is_compiling():
             return super().forward(x)
         words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits random
         bits = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on [-2^15, 2^15)
