@@ -13,7 +13,10 @@ run slows both. Reported: images per second (median over rounds) and the ratio o
 peak memory of each (``torch.cuda.max_memory_allocated``).
 
 Precision ``fp32``: no autocast; ``bf16``: ``torch.autocast`` with bfloat16 for both (on a CPU this needs native
-bf16 support to pay off). The results go to stdout and, with ``--out``, to a JSON file.
+bf16 support to pay off). With ``--compile``, ``--compile-mode``, ``--channels-last`` or ``--recipe-bf16`` a third
+runner, "ours recipe", times our step with those options in the same alternation; ``--precision fp32 --recipe-bf16``
+so measures a bf16 recipe against diffusers' default fp32 step directly. The results go to stdout and, with
+``--out``, to a JSON file.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_lib.models.unet import PRESETS, UNet, UNetConfig
 from diffusion_lib.schedules import NoiseSchedule
-from diffusion_lib.train import Trainer
+from diffusion_lib.train import COMPILE_MODES, Trainer
 
 
 def forward_flops(model: torch.nn.Module, config: UNetConfig, device: torch.device) -> int:
@@ -113,10 +116,10 @@ def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, de
     if abs(counts["ours"] / counts["diffusers"] - 1) > 0.02:
         raise SystemExit(f"the two models differ by more than 2% in parameters: {counts}")
     runs = {"ours": ours.train_step, "diffusers": twin}
-    if recipe:  # the same step of ours with the recipe's options (torch.compile, channels_last)
+    if recipe:  # the same step of ours with the recipe's options (torch.compile, channels_last, bf16)
+        options = {"amp": None if precision == "fp32" else "bf16", **recipe}
         runs["ours recipe"] = Trainer(UNet(config), schedule, data, batch_size=batch, lr=2e-4, ema_decay=0.999,
-                                      amp=None if precision == "fp32" else "bf16", device=device,
-                                      log_every=10**9, **recipe).train_step
+                                      device=device, log_every=10**9, **options).train_step
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     peak: dict[str, int] = {}
     for name, step in runs.items():  # warm-up (and the peak memory of a step, on a GPU)
@@ -158,12 +161,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--compile", action="store_true", help="also time our step with torch.compile ...")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES, help="... in this mode (default: torch's default)")
     parser.add_argument("--channels-last", action="store_true", help="... and/or in channels_last")
+    parser.add_argument("--recipe-bf16", action="store_true",
+                        help="... and/or in bf16 whatever --precision says (with --precision fp32: the recipe against "
+                             "diffusers' default step, alternated in one run)")
     parser.add_argument("--peak-tflops", type=float, help="measured bf16 matrix ceiling, for model FLOPs utilisation")
     parser.add_argument("--out", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     recipe = {k: True for k, on in (("compile", args.compile), ("channels_last", args.channels_last)) if on}
+    if args.compile_mode:
+        recipe["compile"] = args.compile_mode
+    if args.recipe_bf16:
+        recipe["amp"] = "bf16"
     rows = [measure(args.preset, args.batch, p, args.rounds, args.steps, device, recipe, args.peak_tflops)
             for p in args.precision]
     if args.out:

@@ -15,8 +15,8 @@ wrong type or a missing file is an error that names the key and the file::
                 from (a shipped name or a path, see diffusion_lib.models.text_pretraining; "" = random init) and
                 freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
     [schedule]  name = "linear" | "cosine", T
-    [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile, seed,
-                log_every, checkpoint_every, cond_dropout (classifier-free guidance)
+    [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip, ema_decay, amp, compile (true, false
+                or a torch.compile mode), seed, log_every, checkpoint_every, cond_dropout (classifier-free guidance)
 
 A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
 autoregressive model on the digits; see :mod:`diffusion_lib.families.cli`), with the same command.
@@ -74,7 +74,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "grad_clip": ((float, int), 1.0),
         "ema_decay": ((float,), 0.9999),
         "amp": ((str,), "auto"),
-        "compile": ((bool,), False),
+        "compile": ((bool, str), False),
         "seed": ((int,), 0),
         "log_every": ((int,), 100),
         "checkpoint_every": ((int,), 1000),

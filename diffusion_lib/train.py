@@ -40,6 +40,7 @@ from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
 from diffusion_lib.schedules import NoiseSchedule
 
 AMP_MODES = ("bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 class Trainer:
@@ -65,7 +66,9 @@ class Trainer:
         ema_decay: decay of the exponential moving average of the weights kept in :attr:`ema_model`; None: no EMA.
         amp: "bf16", "fp16" or None (full precision); "auto" picks bf16 on a CUDA GPU that supports it, fp16 on
             one that does not, and None on a CPU.
-        compile: run the model through ``torch.compile``.
+        compile: run the model through ``torch.compile``: True for its default mode, or one of its modes by name
+            (:data:`COMPILE_MODES`; "reduce-overhead" also records CUDA graphs on a GPU, a candidate for small
+            models whose step is bound by kernel launches); False: eager.
         channels_last: keep the model's weights and its input in NHWC memory format (images (N, C, H, W) only);
             on a GPU, with bf16 and ``compile``, the fastest step measured (benchmarks/RESULTS.md).
         device: where to train; None means the device of the model's parameters.
@@ -96,7 +99,7 @@ class Trainer:
         parameterization: str = "eps",
         ema_decay: float | None = None,
         amp: str | None = "auto",
-        compile: bool = False,
+        compile: bool | str = False,
         channels_last: bool = False,
         device: torch.device | str | None = None,
         seed: int = 0,
@@ -137,6 +140,9 @@ class Trainer:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
         if channels_last and data.ndim != 4:
             raise ValueError(f"channels_last needs images of shape (N, C, H, W), got data of shape {tuple(data.shape)}")
+        if compile not in (True, False, *COMPILE_MODES) or not isinstance(compile, bool | str):
+            raise ValueError(f"compile must be True, False or one of torch.compile's modes {COMPILE_MODES}, "
+                             f"got {compile!r}")
         if amp not in (*AMP_MODES, "auto", None):
             raise ValueError(f"amp must be one of {(*AMP_MODES, 'auto', None)}, got {amp!r}")
 
@@ -162,7 +168,9 @@ class Trainer:
         forward = self.model
         if self.world_size > 1:
             forward = nn.parallel.DistributedDataParallel(self.model)
-        self._forward = torch.compile(forward) if compile else forward
+        mode = compile if isinstance(compile, str) else None
+        self._forward = torch.compile(forward, mode=mode) if compile else forward
+        self._cuda_graphs = mode in ("reduce-overhead", "max-autotune")  # modes that record CUDA graphs
         self.data_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=weight_decay,
@@ -190,6 +198,8 @@ class Trainer:
         """One optimisation step; returns this rank's minibatch loss, detached, on the device (no sync)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
+        if self._cuda_graphs:  # a new step: the recorded graphs may reuse the memory of the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         x0, cond, t, noise = self._batch()
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None):
             losses, t = diffusion_loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,

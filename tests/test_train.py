@@ -152,6 +152,8 @@ def test_zero_steps_is_a_no_op(data, schedule):
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"grad_clip": 0.0}, "grad_clip"),
         ({"parameterization": "score"}, "parameterization"),
+        ({"compile": "fast"}, "compile"),
+        ({"compile": 1}, "compile"),
     ],
 )
 def test_trainer_rejects_bad_arguments(data, schedule, kwargs, match):
@@ -163,3 +165,21 @@ def test_trainer_rejects_bad_arguments(data, schedule, kwargs, match):
 def test_negative_steps_raise(data, schedule):
     with pytest.raises(ValueError, match="steps"):
         Trainer(_model(), schedule, data).fit(-1)
+
+
+@pytest.mark.parametrize(("compile", "mode"), [(True, None), ("reduce-overhead", "reduce-overhead"),
+                                               ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")])
+def test_compile_passes_its_mode_to_torch_compile(data, schedule, monkeypatch, compile, mode):
+    calls = []
+
+    def fake_compile(module, **kwargs):  # records the call; training then runs the module eagerly
+        calls.append(kwargs)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    trainer = Trainer(_model(), schedule, data, compile=compile)
+    trainer.fit(2)
+    assert calls == [{"mode": mode}]
+    assert len(marks) == (2 if mode == "reduce-overhead" else 0)  # each step tells the CUDA graphs it is new
