@@ -67,7 +67,7 @@ class Trainer:
         amp: "bf16", "fp16" or None (full precision); "auto" picks bf16 on a CUDA GPU that supports it, fp16 on
             one that does not, and None on a CPU.
         compile: run the model through ``torch.compile``: True for its default mode, or one of its modes by name
-            (:data:`COMPILE_MODES`; "reduce-overhead" also records CUDA graphs on a GPU, a candidate for small
+            (``COMPILE_MODES``; "reduce-overhead" also records CUDA graphs on a GPU, a candidate for small
             models whose step is bound by kernel launches); False: eager.
         channels_last: keep the model's weights and its input in NHWC memory format (images (N, C, H, W) only);
             on a GPU, with bf16 and ``compile``, the fastest step measured (benchmarks/RESULTS.md).
