@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
-from train_step import diffusers_twin, forward_flops  # this folder is on the path when the script runs
+from train_step import diffusers_twin, forward_flops, machine  # this folder is on the path when the script runs
 
 from diffusion_lib.models.unet import PRESETS, UNet
 from diffusion_lib.samplers import sample_ddim
@@ -48,7 +46,6 @@ OUR_VARIANTS = ("ours fp32", "ours bf16", "ours bf16 NHWC", "ours recipe", "ours
 def make_runners(preset: str, batch: int, steps: int, device: torch.device, variants: list[str]) -> dict:
     """name -> a function that draws one batch and returns it on the host."""
     from diffusers import DDIMPipeline, DDIMScheduler
-
 
     config = PRESETS[preset]
     schedule = NoiseSchedule.linear(1000)
@@ -133,9 +130,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = measure(args.preset, args.batch, args.steps, args.rounds, device, args.variants, args.peak_tflops)
     if args.out:
-        result["machine"] = {"date": date.today().isoformat(), "torch": torch.__version__, "device": device.type,
-                             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+        result["machine"] = machine(device)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 

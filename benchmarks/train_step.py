@@ -97,6 +97,13 @@ class DiffusersStep:
         return loss.detach()
 
 
+def machine(device: torch.device) -> dict:
+    """What a result was measured on, for its JSON file: date, torch version, device, threads, CPU and GPU."""
+    return {"date": date.today().isoformat(), "torch": torch.__version__, "device": device.type,
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -178,10 +185,7 @@ def main() -> None:
     rows = [measure(args.preset, args.batch, p, args.rounds, args.steps, device, recipe, args.peak_tflops)
             for p in args.precision]
     if args.out:
-        machine = {"date": date.today().isoformat(), "torch": torch.__version__, "device": device.type,
-                   "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                   "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
-        args.out.write_text(json.dumps({"rows": rows, "machine": machine}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"rows": rows, "machine": machine(device)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
