@@ -191,7 +191,8 @@ def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, 
         interval: milliseconds between frames.
 
     Returns:
-        ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG).
+        ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG); IPython is a
+        dependency of the library, so this works outside Jupyter too.
     """
     from IPython.display import HTML
 
