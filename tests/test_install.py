@@ -2,9 +2,14 @@
 
 import ast
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 try:
     import tomllib
@@ -46,3 +51,45 @@ def test_every_third_party_module_the_library_imports_is_a_declared_dependency()
         if not distributions & declared:
             undeclared[module] = where
     assert not undeclared, f"imported by the library but not in [project] dependencies: {undeclared}"
+
+
+def test_license_is_an_spdx_expression_with_its_file():
+    project = PYPROJECT["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_build_backend_has_a_lower_and_an_upper_bound():
+    # the SPDX licence needs setuptools >= 77; a major release may drop what the configuration relies on
+    (setuptools,) = [r for r in PYPROJECT["build-system"]["requires"] if _name(r) == "setuptools"]
+    assert ">=77" in setuptools and "<" in setuptools.replace("<=", ""), setuptools
+
+
+def test_package_data_ships_the_checkpoints_and_the_training_configs():
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["diffusion_lib"]
+    assert {"pretrained/*.safetensors", "pretrained/*.json", "configs/*.toml"} <= set(patterns)
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_licence_and_the_package_data(tmp_path):
+    source = tmp_path / "source"  # a copy: building in the checkout would write build/ into the working tree
+    shutil.copytree(ROOT / "diffusion_lib", source / "diffusion_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist")],
+        check=True, capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("diffusion_lib-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        headers = archive.read(metadata).decode()
+    assert "License-Expression: MIT" in headers.splitlines()
+    assert "License-File: LICENSE" in headers.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("pretrained/*.safetensors")}
+    shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("configs/*.toml")}
+    assert shipped and shipped <= set(names)
