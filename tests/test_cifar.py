@@ -158,6 +158,15 @@ def test_extracts_only_the_expected_files_into_root_cifar10(tmp_path, batches):
     assert (tmp_path / "data" / "cifar10" / "batches.meta.txt").read_bytes() == META
 
 
+@pytest.mark.parametrize("kwargs, shown", [({}, True), ({"progress": False}, False)])
+def test_the_tarball_download_shows_progress_unless_asked_not_to(tmp_path, batches, monkeypatch, kwargs, shown):
+    calls = []
+    real = cifar_module.downloads.download
+    monkeypatch.setattr(cifar_module.downloads, "download", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    load_cifar10(tmp_path / "data", "test", **kwargs)
+    assert [call["progress"] for call in calls] == [shown]
+
+
 def test_extracted_files_are_reused_without_the_tarball(tmp_path, batches):
     first, _ = load_cifar10(tmp_path / "data", "test")
     (tmp_path / "server" / "cifar-10-binary.tar.gz").unlink()  # a new fetch would now fail

@@ -391,6 +391,18 @@ def test_loader_without_download_names_the_missing_file(tmp_path, monkeypatch, d
         LOADERS[dataset](tmp_path / "data", download=False)
 
 
+@pytest.mark.parametrize("dataset", list(LOADERS))
+@pytest.mark.parametrize("kwargs, shown", [({}, True), ({"progress": False}, False)])
+def test_loader_shows_download_progress_unless_asked_not_to(tmp_path, monkeypatch, dataset, kwargs, shown):
+    table, _ = fake_dataset(tmp_path / "server")
+    monkeypatch.setitem(mnist_module.FILES, dataset, table)
+    calls = []
+    real = mnist_module.downloads.download
+    monkeypatch.setattr(mnist_module.downloads, "download", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    LOADERS[dataset](tmp_path / "data", **kwargs)
+    assert [call["progress"] for call in calls] == [shown, shown]  # images and labels
+
+
 def test_loader_rejects_labels_that_do_not_match_the_images(tmp_path, monkeypatch):
     table, _ = fake_dataset(tmp_path / "server", n_train=5, n_train_labels=4)
     monkeypatch.setitem(mnist_module.FILES, "mnist", table)

@@ -197,7 +197,9 @@ def _is_cached(path: Path, archive: CifarArchive) -> bool:
     return path.name not in archive.batches or path.stat().st_size == archive.records_per_batch * RECORD_SIZE
 
 
-def load_cifar10(root, split: str = "train", *, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10(
+    root, split: str = "train", *, download: bool = True, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 colour images (50,000 train, 10,000 test), 32x32 RGB, scaled from 0..255 to [-1, 1] by x / 127.5 - 1.
 
     Args:
@@ -205,6 +207,7 @@ def load_cifar10(root, split: str = "train", *, download: bool = True) -> tuple[
         split: "train" (data_batch_1..5) or "test" (test_batch).
         download: fetch the tarball (SHA-256 checked) and extract it when the extracted files are missing or have the
             wrong size. If False, a missing file raises FileNotFoundError.
+        progress: show a progress bar of the bytes received while downloading the 170 MB tarball.
 
     Returns:
         images: (N, 3, 32, 32) float32 in [-1, 1], channels R, G, B.
@@ -221,7 +224,7 @@ def load_cifar10(root, split: str = "train", *, download: bool = True) -> tuple[
     paths = [target / name for name in getattr(archive, split)]
     if not all(_is_cached(path, archive) for path in paths):
         if download:
-            tarball = downloads.download(archive.url, target / archive.filename, archive.sha256)
+            tarball = downloads.download(archive.url, target / archive.filename, archive.sha256, progress=progress)
             _extract(tarball, target, archive)
         else:
             missing = next((path for path in paths if not path.is_file()), None)

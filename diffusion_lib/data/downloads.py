@@ -1,7 +1,8 @@
 """Checked downloads and the IDX file format.
 
 `download` fetches a file once, verifies its SHA-256 and only then moves it into place, so a file at the target
-path is always complete and correct. `read_idx` parses the IDX format of MNIST-like data sets.
+path is always complete and correct. A transfer has a deadline as a whole, not only a timeout per read, so a server
+that trickles bytes cannot hold a call forever. `read_idx` parses the IDX format of MNIST-like data sets.
 """
 
 import gzip
@@ -9,15 +10,21 @@ import hashlib
 import math
 import os
 import re
-import shutil
 import struct
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 _CHUNK = 1 << 20
+
+# The default deadline of a transfer: `timeout` plus the announced size at MIN_RATE bytes per second
+# (170 MB of CIFAR-10: about an hour), or NO_SIZE_DEADLINE seconds when the server announces no size.
+MIN_RATE = 50_000
+NO_SIZE_DEADLINE = 3600.0
 
 # IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -32,7 +39,41 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, path: str | os.PathLike, sha256: str, *, timeout: float = 60) -> Path:
+def _announced_size(response) -> int | None:
+    """The Content-Length of a response, None when absent or malformed."""
+    try:
+        size = int(response.headers.get("Content-Length"))
+    except (TypeError, ValueError):
+        return None
+    return size if size >= 0 else None
+
+
+class _Overdue(Exception):
+    """The transfer passed its deadline."""
+
+
+def _copy(response, out, stop_at: float, bar) -> None:
+    """Copy `response` to `out` as the bytes arrive; raise _Overdue once time.monotonic() passes `stop_at`."""
+    read = getattr(response, "read1", response.read)  # read1: what has arrived, not a full 1 MiB chunk
+    while True:
+        if time.monotonic() > stop_at:
+            raise _Overdue
+        chunk = read(_CHUNK)
+        if not chunk:
+            return
+        out.write(chunk)
+        bar.update(len(chunk))
+
+
+def download(
+    url: str,
+    path: str | os.PathLike,
+    sha256: str,
+    *,
+    timeout: float = 60,
+    deadline: float | None = None,
+    progress: bool = False,
+) -> Path:
     """Download `url` to `path` unless a file with the expected SHA-256 is already there.
 
     The data goes to a temporary file in the same directory, is verified, then renamed onto `path` with
@@ -43,19 +84,28 @@ def download(url: str, path: str | os.PathLike, sha256: str, *, timeout: float =
         url: where to fetch the file (any scheme urllib supports: https, http, file).
         path: where to store it; missing parent directories are created.
         sha256: expected SHA-256, 64 hexadecimal characters.
-        timeout: seconds to wait for the server to answer.
+        timeout: seconds to wait for the server to answer, and for each read of the data.
+        deadline: seconds for the whole transfer, from the request to the last byte. None: `timeout` plus the
+            announced size (Content-Length) at `MIN_RATE` bytes per second, or `NO_SIZE_DEADLINE` seconds when the
+            server announces no size. It is checked between reads, so a transfer ends at most `timeout` seconds
+            after it.
+        progress: show a ``tqdm.auto`` progress bar of the bytes received (total: the announced size).
 
     Returns:
         `path` as a Path.
 
     Raises:
-        ValueError: the downloaded data does not have the expected SHA-256.
+        ValueError: the downloaded data does not have the expected SHA-256, or `deadline` is not positive.
+        TimeoutError: the transfer did not finish within the deadline (an OSError; the message names the URL and
+            the deadline).
         OSError: the download failed.
     """
     path = Path(path)
     if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r}")
     expected = sha256.lower()
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
     if path.is_file():
         if sha256_of(path) == expected:
             return path
@@ -64,9 +114,21 @@ def download(url: str, path: str | os.PathLike, sha256: str, *, timeout: float =
     tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with tmp:
+            start = time.monotonic()
+            limit = deadline
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
-                    shutil.copyfileobj(response, tmp, _CHUNK)
+                    size = _announced_size(response)
+                    if limit is None:
+                        limit = NO_SIZE_DEADLINE if size is None else timeout + size / MIN_RATE
+                    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
+                              disable=not progress) as bar:
+                        _copy(response, tmp, start + limit, bar)
+            except _Overdue:
+                raise TimeoutError(
+                    f"could not download {url} to {path}: not finished within the deadline of {limit:g} s "
+                    f"({tmp.tell()} bytes received)"
+                ) from None
             except OSError as err:  # urllib.error.URLError and socket timeouts are OSErrors
                 raise OSError(f"could not download {url} to {path}: {err}") from err
         actual = sha256_of(tmp.name)

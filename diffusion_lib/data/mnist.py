@@ -82,10 +82,10 @@ FILES: dict[str, dict[str, FileSpec]] = {
 }
 
 
-def _local_file(dataset: str, root, spec: FileSpec, download: bool, loader: str) -> Path:
+def _local_file(dataset: str, root, spec: FileSpec, download: bool, progress: bool, loader: str) -> Path:
     path = Path(root) / dataset / spec.name
     if download:
-        return downloads.download(spec.url, path, spec.sha256)
+        return downloads.download(spec.url, path, spec.sha256, progress=progress)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found; call {loader}(root, download=True) to fetch it from {spec.url} (SHA-256 checked)"
@@ -93,12 +93,14 @@ def _local_file(dataset: str, root, spec: FileSpec, download: bool, loader: str)
     return path
 
 
-def _load(dataset: str, root, split: str, download: bool, loader: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _load(
+    dataset: str, root, split: str, download: bool, progress: bool, loader: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     files = FILES[dataset]
-    images_path = _local_file(dataset, root, files[f"{split}_images"], download, loader)
-    labels_path = _local_file(dataset, root, files[f"{split}_labels"], download, loader)
+    images_path = _local_file(dataset, root, files[f"{split}_images"], download, progress, loader)
+    labels_path = _local_file(dataset, root, files[f"{split}_labels"], download, progress, loader)
     images = downloads.read_idx(images_path)
     labels = downloads.read_idx(labels_path)
     if images.ndim != 3 or images.dtype.name != "uint8":
@@ -113,31 +115,37 @@ def _load(dataset: str, root, split: str, download: bool, loader: str) -> tuple[
     return x, torch.from_numpy(labels).long()
 
 
-def load_mnist(root, split: str = "train", *, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    root, split: str = "train", *, download: bool = True, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST handwritten digits (60,000 train, 10,000 test), 28x28, scaled from 0..255 to [-1, 1] by x / 127.5 - 1.
 
     Args:
         root: directory for the data; files go to root/mnist/.
         split: "train" or "test".
         download: fetch missing or corrupted files (SHA-256 checked). If False, missing files raise FileNotFoundError.
+        progress: show a progress bar of the bytes received while downloading.
 
     Returns:
         images: (N, 1, 28, 28) float32 in [-1, 1].
         labels: (N,) int64 digit classes 0..9.
     """
-    return _load("mnist", root, split, download, "load_mnist")
+    return _load("mnist", root, split, download, progress, "load_mnist")
 
 
-def load_fashion_mnist(root, split: str = "train", *, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_fashion_mnist(
+    root, split: str = "train", *, download: bool = True, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST clothing images (60,000 train, 10,000 test), 28x28, scaled to [-1, 1] by x / 127.5 - 1.
 
     Args:
         root: directory for the data; files go to root/fashion_mnist/.
         split: "train" or "test".
         download: fetch missing or corrupted files (SHA-256 checked). If False, missing files raise FileNotFoundError.
+        progress: show a progress bar of the bytes received while downloading.
 
     Returns:
         images: (N, 1, 28, 28) float32 in [-1, 1].
         labels: (N,) int64 classes 0..9, named by FASHION_MNIST_CLASSES.
     """
-    return _load("fashion_mnist", root, split, download, "load_fashion_mnist")
+    return _load("fashion_mnist", root, split, download, progress, "load_fashion_mnist")
