@@ -44,16 +44,19 @@ class FinitePointDenoiser:
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """E[x_0 | x_t], shape of ``x_t`` (B, ...)."""
         _check_data_shape(x_t, self.points.shape[1:])
-        alpha_bar = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1)  # (B or 1, 1)
-        alpha_bar = alpha_bar.expand(x_t.shape[0], 1)
+        batch = x_t.shape[0]
+        alpha_bar = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)  # ᾱ_t, (B, 1)
+        sqrt_alpha_bar = self.schedule.gather("sqrt_alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)
+        one_minus = self.schedule.gather("one_minus_alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)
         points = self.points.to(x_t).flatten(1)  # (N, D)
         sq_norms = (points**2).sum(1)  # (N,)
         flat = x_t.flatten(1)  # (B, D)
         means = []
         for start in range(0, flat.shape[0], self.chunk):
-            x, a = flat[start:start + self.chunk], alpha_bar[start:start + self.chunk]  # (b, D), (b, 1)
+            rows = slice(start, start + self.chunk)
+            x, a, sqrt_a, one_minus_a = flat[rows], alpha_bar[rows], sqrt_alpha_bar[rows], one_minus[rows]  # (b, ·)
             # -‖x - sqrt(a) p‖² / (2(1 - a)) without the ‖x‖² term, which is the same for every point
-            logits = (2 * a.sqrt() * (x @ points.T) - a * sq_norms) / (2 * (1 - a))  # (b, N)
+            logits = (2 * sqrt_a * (x @ points.T) - a * sq_norms) / (2 * one_minus_a)  # (b, N)
             means.append(torch.softmax(logits, dim=1) @ points)
         return torch.cat(means).reshape(x_t.shape)
 
@@ -97,13 +100,15 @@ class GaussianMixtureDenoiser:
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """E[x_0 | x_t], shape (B, D)."""
         _check_data_shape(x_t, self.means.shape[1:])
-        a = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1, 1)  # (B or 1, 1, 1)
+        a = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1, 1)  # ᾱ_t, (B or 1, 1, 1)
+        sqrt_a = self.schedule.gather("sqrt_alphas_cumprod", t, x_t).reshape(-1, 1, 1)
+        one_minus_a = self.schedule.gather("one_minus_alphas_cumprod", t, x_t).reshape(-1, 1, 1)
         means, variances = self.means.to(x_t)[None], self.variances.to(x_t)[None]  # (1, K, D)
-        noisy_var = a * variances + 1 - a  # (B, K, D): variance of x_t given the component
-        diff = x_t[:, None, :] - a.sqrt() * means  # (B, K, D)
+        noisy_var = a * variances + one_minus_a  # (B, K, D): variance of x_t given the component
+        diff = x_t[:, None, :] - sqrt_a * means  # (B, K, D)
         log_lik = -0.5 * ((diff**2 / noisy_var) + torch.log(2 * math.pi * noisy_var)).sum(-1)  # (B, K)
         resp = torch.softmax(log_lik + torch.log(self.weights.to(x_t)), dim=1)  # (B, K)
-        component_means = means + a.sqrt() * variances / noisy_var * diff  # (B, K, D)
+        component_means = means + sqrt_a * variances / noisy_var * diff  # (B, K, D)
         return (resp[..., None] * component_means).sum(1)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
@@ -112,8 +117,9 @@ class GaussianMixtureDenoiser:
 
 
 def _eps_from_mean(schedule: NoiseSchedule, x_t: torch.Tensor, t, x0_mean: torch.Tensor) -> torch.Tensor:
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (x_t - alpha_bar.sqrt() * x0_mean) / (1 - alpha_bar).sqrt()
+    sqrt_alpha_bar = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
+    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
+    return (x_t - sqrt_alpha_bar * x0_mean) * recip_s
 
 
 def _check_data_shape(x_t: torch.Tensor, data_shape: torch.Size) -> None:

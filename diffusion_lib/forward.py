@@ -39,8 +39,9 @@ def q_sample(
         x_t, shape (B, ...).
     """
     noise = _noise_like(x0, noise, generator)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x0)
-    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+    sqrt_alpha_bar = schedule.gather("sqrt_alphas_cumprod", t, x0)  # sqrt(ᾱ_t), (B, 1, ..., 1)
+    sqrt_one_minus = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x0)  # sqrt(1 - ᾱ_t)
+    return sqrt_alpha_bar * x0 + sqrt_one_minus * noise
 
 
 def q_step(
@@ -62,8 +63,9 @@ def q_step(
         x_t, shape (B, ...).
     """
     noise = _noise_like(x_prev, noise, generator)
-    beta = schedule.gather("betas", t, x_prev)
-    return (1 - beta).sqrt() * x_prev + beta.sqrt() * noise
+    sqrt_alpha = schedule.gather("sqrt_alphas", t, x_prev)  # sqrt(α_t) = sqrt(1 - β_t)
+    sqrt_beta = schedule.gather("sqrt_betas", t, x_prev)  # sqrt(β_t)
+    return sqrt_alpha * x_prev + sqrt_beta * noise
 
 
 def q_trajectory(
@@ -112,11 +114,9 @@ def q_posterior(
         (mean of shape (B, ...), variance broadcastable to it, shape (B, 1, ..., 1) or ()).
     """
     _check_same_shape(x0=x0, x_t=x_t)
-    beta = schedule.gather("betas", t, x_t)
-    alpha = schedule.gather("alphas", t, x_t)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    alpha_bar_prev = schedule.gather("alphas_cumprod_prev", t, x_t)
-    mean = (alpha_bar_prev.sqrt() * beta * x0 + alpha.sqrt() * (1 - alpha_bar_prev) * x_t) / (1 - alpha_bar)
+    coef_x0 = schedule.gather("posterior_mean_coef1", t, x_t)  # sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t)
+    coef_xt = schedule.gather("posterior_mean_coef2", t, x_t)  # sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t)
+    mean = coef_x0 * x0 + coef_xt * x_t
     return mean, schedule.gather("posterior_variance", t, x_t)
 
 
@@ -126,15 +126,17 @@ def q_posterior(
 def x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
     """x_0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t). All tensors shape (B, ...)."""
     _check_same_shape(x_t=x_t, eps=eps)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
+    recip_a = schedule.gather("sqrt_recip_alphas_cumprod", t, x_t)  # 1 / sqrt(ᾱ_t)
+    return (x_t - s * eps) * recip_a
 
 
 def eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
     """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
     _check_same_shape(x_t=x_t, x0=x0)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
+    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
+    return (x_t - a * x0) * recip_s
 
 
 def v_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
@@ -143,29 +145,33 @@ def v_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int
     Since x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, this simplifies to v = (ε - sqrt(1 - ᾱ_t) x_t) / sqrt(ᾱ_t).
     """
     _check_same_shape(x_t=x_t, eps=eps)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (eps - (1 - alpha_bar).sqrt() * x_t) / alpha_bar.sqrt()
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
+    recip_a = schedule.gather("sqrt_recip_alphas_cumprod", t, x_t)  # 1 / sqrt(ᾱ_t)
+    return (eps - s * x_t) * recip_a
 
 
 def eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
     """ε = sqrt(1 - ᾱ_t) x_t + sqrt(ᾱ_t) v. All tensors shape (B, ...)."""
     _check_same_shape(x_t=x_t, v=v)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
+    return s * x_t + a * v
 
 
 def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
     """x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v. All tensors shape (B, ...)."""
     _check_same_shape(x_t=x_t, v=v)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
+    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
+    return a * x_t - s * v
 
 
 def v_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
     """v = (sqrt(ᾱ_t) x_t - x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
     _check_same_shape(x_t=x_t, x0=x0)
-    alpha_bar = schedule.gather("alphas_cumprod", t, x_t)
-    return (alpha_bar.sqrt() * x_t - x0) / (1 - alpha_bar).sqrt()
+    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
+    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
+    return (a * x_t - x0) * recip_s
 
 
 # --------------------------------------------------------------------------- helpers

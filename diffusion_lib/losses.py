@@ -80,8 +80,9 @@ def diffusion_loss_per_example(
     elif parameterization == "x0":
         target = x0
     else:
-        alpha_bar = schedule.gather("alphas_cumprod", t, x0)  # ᾱ_t, (B, 1, ..., 1)
-        target = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0  # v
+        sqrt_alpha_bar = schedule.gather("sqrt_alphas_cumprod", t, x0)  # sqrt(ᾱ_t), (B, 1, ..., 1)
+        sqrt_one_minus = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x0)  # sqrt(1 - ᾱ_t)
+        target = sqrt_alpha_bar * eps - sqrt_one_minus * x0  # v
     losses = (prediction - target).square().reshape(batch, -1).mean(dim=1)  # (B,)
     return losses, t
 

@@ -9,7 +9,10 @@ Timesteps are 0-indexed here, as in most code: index ``t`` in ``[0, T)`` is the 
 
 Tables are computed once in float64 and kept in float64; :meth:`NoiseSchedule.gather` casts the values it looks up
 to the dtype of the tensor they will multiply, and keeps one copy of the tables per device so that nothing is copied
-to a GPU on every call.
+to a GPU on every call. Every coefficient the library multiplies by (sqrt(ᾱ_t), sqrt(1 - ᾱ_t), the posterior mean's
+two coefficients, ...) is a table of its own, so that it is formed in float64 and rounded once. Forming it from a
+float32 ᾱ instead loses digits where ᾱ is close to 1: at t = 0 of the cosine schedule 1 - ᾱ = 4e-5, and the float32
+spacing of 6e-8 near 1 makes it wrong by 5e-4 relative.
 """
 
 from __future__ import annotations
@@ -34,7 +37,24 @@ class NoiseSchedule:
         snr: signal-to-noise ratio ᾱ_t / (1 - ᾱ_t).
         log_snr: log of :attr:`snr`.
         posterior_variance: β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t), the variance of q(x_{t-1} | x_t, x_0).
+
+    The coefficients, for :meth:`gather` (see the module docstring for why each is a table):
+
+        sqrt_alphas: sqrt(α_t), and sqrt_betas: sqrt(β_t), the one forward step.
+        sqrt_alphas_cumprod: sqrt(ᾱ_t), and sqrt_one_minus_alphas_cumprod: sqrt(1 - ᾱ_t), the closed form.
+        one_minus_alphas_cumprod: 1 - ᾱ_t, the variance of the noise in x_t.
+        sqrt_recip_alphas_cumprod: 1 / sqrt(ᾱ_t), and sqrt_recip_one_minus_alphas_cumprod: 1 / sqrt(1 - ᾱ_t),
+            the divisions of the ε / x̂_0 / v conversions.
+        posterior_mean_coef1: sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t), and posterior_mean_coef2:
+            sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t), the weights of x_0 and x_t in the posterior mean μ̃_t.
+
+    ``TABLES`` names them all.
     """
+
+    TABLES = ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev", "snr", "log_snr", "posterior_variance",
+              "sqrt_alphas", "sqrt_betas", "sqrt_alphas_cumprod", "one_minus_alphas_cumprod",
+              "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recip_one_minus_alphas_cumprod",
+              "posterior_mean_coef1", "posterior_mean_coef2")
 
     def __init__(self, betas: torch.Tensor, name: str = "custom"):
         betas = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
@@ -50,7 +70,17 @@ class NoiseSchedule:
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
         self.log_snr = torch.log(self.snr)
-        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        one_minus = 1.0 - self.alphas_cumprod
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / one_minus
+        self.sqrt_alphas = self.alphas.sqrt()
+        self.sqrt_betas = betas.sqrt()
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.one_minus_alphas_cumprod = one_minus
+        self.sqrt_one_minus_alphas_cumprod = one_minus.sqrt()
+        self.sqrt_recip_alphas_cumprod = 1.0 / self.sqrt_alphas_cumprod
+        self.sqrt_recip_one_minus_alphas_cumprod = 1.0 / self.sqrt_one_minus_alphas_cumprod
+        self.posterior_mean_coef1 = self.alphas_cumprod_prev.sqrt() * betas / one_minus
+        self.posterior_mean_coef2 = self.sqrt_alphas * (1.0 - self.alphas_cumprod_prev) / one_minus
         self._on_device: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     # ----------------------------------------------------------------- constructors
@@ -129,17 +159,22 @@ class NoiseSchedule:
         return t.long()
 
     def gather(self, table: str, t: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
-        """Look up ``table`` (an attribute name such as ``"alphas_cumprod"``) at timesteps ``t``, shaped to broadcast
-        against ``x``.
+        """Look up ``table`` (an attribute name such as ``"sqrt_alphas_cumprod"``) at timesteps ``t``, shaped to
+        broadcast against ``x``.
+
+        Look up the coefficient itself rather than ᾱ to form it from: the cast to ``x``'s dtype then comes after the
+        float64 arithmetic, not before it.
 
         Args:
-            table: name of one of the schedule's tables.
+            table: name of one of the schedule's tables, :attr:`TABLES`.
             t: int, or int tensor of shape () or (B,) with values in [0, T).
             x: tensor of shape (B, ...) whose batch size, device and dtype the result follows.
 
         Returns:
             Tensor of shape (B, 1, ..., 1) (or () for a scalar t), dtype of ``x`` (float32 if x is not floating).
         """
+        if table not in self.TABLES:
+            raise ValueError(f"unknown table {table!r}; the tables are {', '.join(self.TABLES)}")
         if x.ndim == 0:
             raise ValueError("x must have a batch dimension, got a 0-D tensor")
         t = self.check_timesteps(t, batch_size=x.shape[0])
@@ -152,9 +187,7 @@ class NoiseSchedule:
     def _tables(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The float64 tables on ``device``, copied there once and then reused."""
         if device not in self._on_device:
-            names = ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev", "snr", "log_snr",
-                     "posterior_variance")
-            self._on_device[device] = {name: getattr(self, name).to(device) for name in names}
+            self._on_device[device] = {name: getattr(self, name).to(device) for name in self.TABLES}
         return self._on_device[device]
 
 
