@@ -28,6 +28,8 @@ from diffusion_lib.samplers import (
     _alpha_bars,
     _randn_like,
     _timesteps,
+    check_clip_x0,
+    check_start,
     predict_eps_x0,
     sample_ddim,
 )
@@ -79,6 +81,7 @@ def sdedit(
         raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_start(images, "images", denoiser)
     t0 = round(strength * (schedule.T - 1))
     n = max(1, round(steps * strength))
     ts = sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)  # t_0 > ... > t_0 / n, distinct
@@ -114,6 +117,8 @@ def inpaint(
     Returns:
         The completed images (B, C, H, W), equal to ``images`` where ``known`` is 1.
     """
+    check_start(images, "images", denoiser)
+    clip_x0 = check_clip_x0(clip_x0)
     try:
         mask = torch.broadcast_to(known.to(images.dtype), images.shape)
     except (RuntimeError, AttributeError) as err:
@@ -153,6 +158,7 @@ def super_resolve(
 ) -> torch.Tensor:
     """Sample high-resolution images (B, C, side, side) from low-resolution ones (B, C, s, s) with a model trained
     on ``cond = {"image": degrade(x, s)}`` (see the ``low_resolution`` setting of the training config), by DDIM."""
+    check_start(low, "low", denoiser)
     x_T = torch.randn((low.shape[0], low.shape[1], side, side), generator=generator, device=low.device,
                       dtype=low.dtype)
     return sample_ddim(denoiser, x_T, schedule, steps, cond={"image": upsample(low, side)},

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -154,7 +155,8 @@ def sample_ddpm(
     if variance not in DDPM_VARIANCES:
         raise ValueError(f"variance must be one of {DDPM_VARIANCES}, got {variance!r}")
     ts = _timesteps(schedule, steps if steps is not None or timesteps is not None else schedule.T, spacing, timesteps)
-    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    clip_x0 = check_clip_x0(clip_x0)
+    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDPM")):
         _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
                                clip_x0=clip_x0)
@@ -197,7 +199,8 @@ def sample_ddim(
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     ts = _timesteps(schedule, steps, spacing, timesteps)
-    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    clip_x0 = check_clip_x0(clip_x0)
+    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDIM")):
         eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
                                  clip_x0=clip_x0)
@@ -237,7 +240,8 @@ def sample_dpmpp_2m(
         x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
     """
     ts = _timesteps(schedule, steps, spacing, timesteps)
-    x, record = _check_batch(x_T, "x_T"), _Recorder(ts, trajectory)
+    clip_x0 = check_clip_x0(clip_x0)
+    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     x0_prev, h_prev = None, None
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DPM-Solver++")):
         _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
@@ -288,7 +292,7 @@ def ddim_invert(
     if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine must be an int >= 0, got {refine!r}")
     ts = _timesteps(schedule, steps, spacing, timesteps)[::-1]
-    x, record = _check_batch(x0, "x0"), _Recorder(ts, trajectory)
+    x, record = check_start(x0, "x0", denoiser), _Recorder(ts, trajectory)
     prev_t = None
     for t in tqdm(ts, disable=not progress, desc="DDIM inversion"):
         alpha_bar_s = 1.0 if prev_t is None else schedule.alphas_cumprod[prev_t].item()
@@ -354,6 +358,47 @@ def _timesteps(schedule: NoiseSchedule, steps: int, spacing: str, timesteps: Seq
     if not ts or any(not 0 <= t < schedule.T for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
         raise ValueError(f"timesteps must be a non-empty, strictly decreasing sequence in [0, {schedule.T}), got {ts}")
     return ts
+
+
+def check_start(x: torch.Tensor, name: str, denoiser: Denoiser) -> torch.Tensor:
+    """Check the tensor a sampler starts from (x_T, or the data of an inversion or an edit) once, before the loop.
+
+    Raises ValueError, naming ``name``, when ``x`` is not a floating tensor of shape (B, ...); when its dtype is not
+    that of the denoiser's parameters (only for a denoiser that has parameters, such as an ``nn.Module``: a plain
+    callable, such as the analytic denoisers, runs in any dtype); or when it holds NaN or inf, which would otherwise
+    come out as NaN samples. That last check reads one value back from the device: one host sync per call, not per
+    step. Returns ``x``.
+    """
+    _check_batch(x, name)
+    dtype = _parameter_dtype(denoiser)
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{name} has dtype {x.dtype} but the denoiser's parameters are {dtype}: pass "
+                         f"{name}.to({dtype}) (or convert the model with model.to({x.dtype}))")
+    if not bool(torch.isfinite(x).all()):  # the one host sync of a sampler call
+        raise ValueError(f"{name} contains NaN or inf; a sampler would return NaN samples from it")
+    return x
+
+
+def check_clip_x0(clip_x0: float | None) -> float | None:
+    """``clip_x0`` after checking that it is None or a positive finite number; raises ValueError naming it."""
+    if clip_x0 is None:
+        return None
+    number = isinstance(clip_x0, numbers.Real) and not isinstance(clip_x0, bool)
+    if not (number and math.isfinite(clip_x0) and clip_x0 > 0):
+        raise ValueError(f"clip_x0 must be a positive finite number (the bound of the data: 1.0 for images in "
+                         f"[-1, 1]) or None for no clipping, got {clip_x0!r}")
+    return clip_x0
+
+
+def _parameter_dtype(denoiser: Any) -> torch.dtype | None:
+    """The dtype of the denoiser's first floating-point parameter; None when it has none (a plain callable)."""
+    parameters = getattr(denoiser, "parameters", None)
+    if not callable(parameters):
+        return None
+    try:
+        return next((p.dtype for p in parameters() if isinstance(p, torch.Tensor) and p.is_floating_point()), None)
+    except TypeError:  # a `parameters` attribute that is not torch's
+        return None
 
 
 def _check_batch(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -1,0 +1,127 @@
+"""What the samplers and the editing functions accept, what they refuse with a named error, and clip_x0's default.
+
+The denoiser here is a 1x1 convolution with fixed weights: an nn.Module with float32 parameters (so a dtype mismatch
+fails inside torch unless the sampler checks first), and a deliberately wrong noise prediction ε̂ = 0.5 x_t, so that
+x̂_0 = (x_t - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) explodes at the noisy steps unless it is clipped.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from diffusion_lib.analytic import GaussianMixtureDenoiser
+from diffusion_lib.editing import inpaint, sdedit, super_resolve
+from diffusion_lib.samplers import ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from diffusion_lib.schedules import NoiseSchedule
+
+SCHEDULE = NoiseSchedule.cosine(100)
+SAMPLERS = {
+    "ddpm": lambda d, x, **kw: sample_ddpm(d, x, SCHEDULE, 5, generator=torch.Generator().manual_seed(0), **kw),
+    "ddim": lambda d, x, **kw: sample_ddim(d, x, SCHEDULE, 5, **kw),
+    "dpmpp": lambda d, x, **kw: sample_dpmpp_2m(d, x, SCHEDULE, 5, **kw),
+}
+
+
+class WrongNoise(nn.Module):
+    """ε̂ = 0.5 x_t from one float32 1x1 convolution; a ``drop_cond`` so that guidance can wrap it."""
+
+    def __init__(self, clip_x0=None):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.5)
+            self.conv.bias.zero_()
+        if clip_x0 is not None:
+            self.clip_x0 = clip_x0
+
+    def forward(self, x_t, t, cond=None):
+        return self.conv(x_t)
+
+    def drop_cond(self, cond, drop):
+        return torch.where(drop[:, None], torch.zeros_like(cond), cond)
+
+
+def _x_T(dtype=torch.float32, seed=0):
+    return torch.randn(4, 1, 4, 4, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _poisoned(value):
+    x = _x_T()
+    x[1, 0, 2, 3] = value
+    return x
+
+
+# --------------------------------------------------------------------------- NaN and inf
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_nan_or_inf_in_x_T_is_refused_by_name(name, value):
+    with pytest.raises(ValueError, match="x_T contains NaN or inf"):
+        SAMPLERS[name](WrongNoise(), _poisoned(value))
+
+
+def test_nan_in_the_data_to_invert_is_refused_by_name():
+    with pytest.raises(ValueError, match="x0 contains NaN or inf"):
+        ddim_invert(WrongNoise(), _poisoned(math.nan), SCHEDULE, 5)
+
+
+def test_nan_in_the_images_to_edit_is_refused_by_name():
+    model, bad = WrongNoise(), _poisoned(math.nan)
+    with pytest.raises(ValueError, match="images contains NaN or inf"):
+        sdedit(model, bad, SCHEDULE, 0.5, 4)
+    with pytest.raises(ValueError, match="images contains NaN or inf"):
+        inpaint(model, bad, torch.ones(1, 1, 4, 4), SCHEDULE, 4)
+    with pytest.raises(ValueError, match="low contains NaN or inf"):
+        super_resolve(model, bad[:, :, 2:, 2:], SCHEDULE, 4, 3)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_x_T_of_another_dtype_than_the_model_names_both_and_the_fix(name, dtype):
+    expected = rf"x_T has dtype {dtype} but the denoiser's parameters are torch.float32.*x_T.to\(torch.float32\)"
+    with pytest.raises(ValueError, match=expected):
+        SAMPLERS[name](WrongNoise(), _x_T(dtype))
+
+
+def test_inversion_and_editing_name_their_input_of_another_dtype():
+    model, images = WrongNoise(), _x_T(torch.float64)
+    with pytest.raises(ValueError, match=r"x0 has dtype torch.float64 .*torch.float32.*x0.to\(torch.float32\)"):
+        ddim_invert(model, images, SCHEDULE, 5)
+    with pytest.raises(ValueError, match=r"images has dtype torch.float64 .*images.to\(torch.float32\)"):
+        sdedit(model, images, SCHEDULE, 0.5, 4)
+    with pytest.raises(ValueError, match=r"images has dtype torch.float64 .*images.to\(torch.float32\)"):
+        inpaint(model, images, torch.ones(1, 1, 4, 4), SCHEDULE, 4)
+    with pytest.raises(ValueError, match=r"low has dtype torch.float64 .*low.to\(torch.float32\)"):
+        super_resolve(model, images[:, :, :2, :2], SCHEDULE, 4, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_a_denoiser_without_parameters_runs_in_any_dtype(name, dtype):
+    gauss = GaussianMixtureDenoiser(torch.zeros(1, 2), torch.ones(1), SCHEDULE)
+    out = SAMPLERS[name](gauss, torch.randn(8, 2, dtype=dtype))
+    assert out.dtype == dtype and bool(torch.isfinite(out).all())
+
+
+def test_a_module_without_parameters_runs_in_any_dtype():
+    class Zero(nn.Module):
+        def forward(self, x_t, t, cond=None):
+            return torch.zeros_like(x_t)
+
+    assert sample_ddim(Zero(), _x_T(torch.float64), SCHEDULE, 3).dtype == torch.float64
+
+
+# --------------------------------------------------------------------------- clip_x0
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -1.0, math.nan, math.inf, "1", True])
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_clip_x0_must_be_a_positive_finite_number(name, bad):
+    with pytest.raises(ValueError, match="clip_x0 must be a positive finite number"):
+        SAMPLERS[name](WrongNoise(), _x_T(), clip_x0=bad)
