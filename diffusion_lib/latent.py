@@ -26,7 +26,6 @@ Remake the shipped autoencoder (a few minutes on a 2-core CPU):
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -182,10 +181,7 @@ def load_autoencoder(name_or_path: str = NAME, device: str | torch.device = "cpu
     """A trained :class:`Autoencoder` (a shipped name or a path written by :func:`main`) in eval mode."""
     from diffusion_lib import checkpoints
 
-    path = Path(name_or_path)
-    if not path.with_suffix(".json").exists():
-        path = checkpoints.pretrained_path(str(name_or_path))
-    tensors, meta = checkpoints.load(path)
+    tensors, meta = checkpoints.load(checkpoints.resolve(name_or_path))
     model = Autoencoder(**meta["model_config"])
     model.load_state_dict(tensors)
     return model.to(device).eval()

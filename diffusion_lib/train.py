@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -242,20 +243,27 @@ class Trainer:
 
     # ------------------------------------------------------------------ loops
     def fit(self, steps: int, *, progress: bool = False, checkpoint_every: int | None = None,
-            checkpoint_path=None, meta: dict[str, Any] | None = None) -> list[float]:
+            checkpoint_path=None, meta: dict[str, Any] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[float]:
         """Run ``steps`` optimisation steps (continuing from :attr:`step`) and return :attr:`history`.
 
         Args:
             steps: number of steps, >= 0.
             progress: show a ``tqdm.auto`` progress bar with the latest logged loss (rank 0 only).
-            checkpoint_every, checkpoint_path, meta: save a checkpoint (see :meth:`save`) every that many steps and
-                at the end.
+            checkpoint_every, checkpoint_path, meta: save a checkpoint (see :meth:`save`) every ``checkpoint_every``
+                steps (an int >= 1, or None: only at the end) and at the end. Every checkpoint holds the whole loss
+                history up to its step, so a resumed run ends with the history of an uninterrupted one.
+            should_stop: asked after each step (at each log point in a distributed run, where it is enough that one
+                process says yes); when it says yes, fit saves a checkpoint (with ``checkpoint_path``) and returns
+                early. The command line passes a :class:`~diffusion_lib.cli.StopRequest` (Ctrl-C, SIGTERM).
 
         Raises:
             FloatingPointError: a loss was NaN or infinite; it names the first such step. Training may have gone on
                 for up to ``log_every - 1`` steps after it: discard the model.
         """
         _check_int("steps", steps, low=0)
+        if checkpoint_every is not None:
+            _check_int("checkpoint_every", checkpoint_every, low=1)
         self.model.train()
         pending: list[torch.Tensor] = []
         start = time.perf_counter() - self.train_seconds
@@ -264,13 +272,27 @@ class Trainer:
                 pending.append(self.train_step())
                 bar.update(1)
                 last = i == steps - 1
-                if len(pending) == self.log_every or last:
+                log_point = len(pending) == self.log_every or last
+                stop = should_stop is not None and (self.world_size == 1 or log_point) and self._agree(should_stop())
+                save = checkpoint_path is not None and (
+                    last or stop or (checkpoint_every is not None and self.step % checkpoint_every == 0))
+                if log_point or stop or save:  # a checkpoint holds every loss up to its step
                     self._log(pending, bar)
                     pending = []
                     self.train_seconds = time.perf_counter() - start
-                if checkpoint_path is not None and (last or (checkpoint_every and self.step % checkpoint_every == 0)):
+                if save:
                     self.save(checkpoint_path, meta)
+                if stop:
+                    break
         return self.history
+
+    def _agree(self, wanted: bool) -> bool:
+        """True when this process, or any process of a distributed run, wants it (one collective when distributed)."""
+        if self.world_size == 1:
+            return bool(wanted)
+        flag = torch.tensor([float(wanted)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def loss_by_t(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean training loss in ``n_buckets`` equal ranges of t over all steps so far.

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from diffusion_lib import checkpoints
+from diffusion_lib.cli import CONFIGS
 from diffusion_lib.cli import main as train_main
 from diffusion_lib.data import load_digits
 from diffusion_lib.families import (
@@ -114,8 +115,8 @@ def test_the_vae_bounds_rise_from_the_elbo_with_k(test_images):
 def test_every_shipped_family_model_was_made_by_its_config_and_still_scores_its_test_metric(name, test_images):
     model, meta = load_family(name)
     assert not model.training
-    assert meta["command"] == f"python -m diffusion_lib.train configs/{name}.toml --out runs"
-    config = read_config(ROOT / "configs" / f"{name}.toml")
+    assert meta["command"] == f"python -m diffusion_lib.train {name} --out runs"
+    config = read_config(CONFIGS / f"{name}.toml")
     assert meta["config"] == config
     assert meta["steps"] == config["train"]["steps"] and 0 < meta["train_seconds"] < 6 * 60
     with torch.no_grad():
@@ -189,7 +190,7 @@ def test_a_saved_and_loaded_model_gives_the_same_outputs(family, tmp_path, test_
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_training_command_line_writes_a_checkpoint_that_loads(name, tmp_path, capsys):
-    config = f"configs/{name}.toml"
+    config = f"diffusion_lib/configs/{name}.toml"
     assert train_main([str(ROOT / config), "--steps", "3", "--out", str(tmp_path)]) == 0
     model, meta = load_family(tmp_path / name)
     record = json.loads((tmp_path / f"{name}.json").read_text())

@@ -15,7 +15,7 @@ def test_the_digits_model_loads_in_one_call_and_says_how_it_was_made():
     assert isinstance(model, UNet) and not model.training
     assert model.config == PRESETS["digits"]
     assert (schedule.name, schedule.T) == ("cosine", 1000)
-    assert meta["command"] == "python -m diffusion_lib.train configs/digits.toml --out runs"
+    assert meta["command"] == "python -m diffusion_lib.train digits --out runs"
     assert meta["steps"] == meta["config"]["train"]["steps"] == 4000
     assert meta["weights"] == "ema" and meta["library_version"]
     assert meta["train_seconds"] < 30 * 60  # the issue's budget for remaking it on a 2-core CPU
@@ -42,13 +42,11 @@ SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "
 
 @pytest.mark.parametrize("name", SHIPPED_DENOISERS)
 def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test_loss(name):
-    from pathlib import Path
-
-    from diffusion_lib.cli import condition, load_data, read_config
+    from diffusion_lib.cli import CONFIGS, condition, load_data, read_config
 
     model, schedule, meta = load_denoiser(name)
-    config = read_config(Path(__file__).resolve().parent.parent / "configs" / f"{name}.toml")
-    assert meta["command"] == f"python -m diffusion_lib.train configs/{name}.toml --out runs"
+    config = read_config(CONFIGS / f"{name}.toml")
+    assert meta["command"] == f"python -m diffusion_lib.train {name} --out runs"
     for table, values in meta["config"].items():
         assert {k: v for k, v in config[table].items() if k in values} == values, table
     assert meta["steps"] == config["train"]["steps"] and meta["train_seconds"] > 0  # times: benchmarks/RESULTS.md

@@ -305,7 +305,7 @@ def test_a_missing_config_file_is_named(tmp_path):
 
 
 def test_the_shipped_configs_are_valid():
-    root = Path(__file__).resolve().parent.parent / "configs"
+    from diffusion_lib.cli import CONFIGS as root
     from diffusion_lib.families.cli import read_config as read_family_config
 
     names = sorted(p.name for p in root.glob("*.toml"))

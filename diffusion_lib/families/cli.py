@@ -139,15 +139,14 @@ def load_family(name_or_path: str | os.PathLike, device: str | torch.device = "c
     Returns:
         (model in eval mode on ``device``, the checkpoint's JSON record).
     """
-    path = Path(name_or_path)
-    if not path.with_suffix(".json").exists() and not path.exists():
-        path = checkpoints.pretrained_path(str(name_or_path))
+    path = checkpoints.resolve(name_or_path)
     tensors, meta = checkpoints.load(path)
     classes = {model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()}
     if meta.get("model_class") not in classes:
         raise ValueError(f"{path} holds a {meta.get('model_class')!r}, not one of the families {sorted(classes)}")
     model_class, config_class = classes[meta["model_class"]]
-    model = model_class(config_class(**meta["model_config"]))
+    where = f"{checkpoints.files(path)[0]}: model_config"
+    model = model_class(checkpoints.config_from_record(config_class, meta.get("model_config"), where))
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
 
@@ -156,16 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib.train",
                                      description="Train a VAE, GAN or autoregressive model on the digits from a TOML "
                                                  "config with a [family] table.")
-    parser.add_argument("config", type=Path, help="the TOML config, e.g. configs/digits_vae.toml")
+    parser.add_argument("config", help="the TOML config: a path, or a shipped name such as digits_vae")
     parser.add_argument("--steps", type=int, help="total optimisation steps (overrides train.steps)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the checkpoint of an earlier run in --out")
     args = parser.parse_args(argv)
+    from diffusion_lib.cli import check_output_folder, config_path
 
-    config = read_config(args.config)
-    t = config["train"]
-    steps = args.steps if args.steps is not None else t["steps"]
-    if steps < 0:
-        parser.error(f"--steps must be >= 0, got {steps}")
+    try:
+        args.config = config_path(args.config)
+        config = read_config(args.config)
+        t = config["train"]
+        steps = args.steps if args.steps is not None else t["steps"]
+        if steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {steps}")
+        check_output_folder(args.out, [checkpoints.files(args.out / args.config.stem)[0]], resume=False,
+                            overwrite=args.overwrite)
+    except (ValueError, OSError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(t["seed"])  # the model's initial weights and dropout
     model = build(config["family"]).to(device)

@@ -20,7 +20,6 @@ Remake the shipped encoder (about a minute on a 2-core CPU):
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,10 +117,7 @@ def load_pretrained_encoder(name_or_path: str = NAME) -> tuple[TextEncoder, dict
     ``vocab`` is the vocabulary it reads."""
     from diffusion_lib import checkpoints
 
-    path = Path(name_or_path)
-    if not path.with_suffix(".json").exists():
-        path = checkpoints.pretrained_path(str(name_or_path))
-    tensors, meta = checkpoints.load(path)
+    tensors, meta = checkpoints.load(checkpoints.resolve(name_or_path))
     encoder = TextEncoder(**meta["encoder_config"])
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
     return encoder.eval(), meta

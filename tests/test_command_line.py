@@ -1,0 +1,318 @@
+"""The training command never loses work, and a checkpoint is validated whole (config included)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion_lib import checkpoints
+from diffusion_lib.cli import CONFIGS, config_path, load_denoiser, main, read_config
+from diffusion_lib.data import load_digits
+from diffusion_lib.models.unet import unet_from_preset
+from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.train import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = """
+[data]
+dataset = "digits"
+
+[model]
+preset = "digits_small"
+
+[schedule]
+name = "cosine"
+T = 100
+
+[train]
+steps = 3
+batch_size = 8
+ema_decay = 0.9
+log_every = 1
+checkpoint_every = 2
+"""
+
+
+def _config(tmp_path: Path, name: str = "tiny.toml", text: str = TINY) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    """main(argv) -> (exit status, what it wrote to stderr), whether it returns or exits."""
+    capsys.readouterr()  # forget what earlier calls wrote
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    return status, capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- names with dots
+
+
+@pytest.mark.parametrize("name", ["digits.v2", "lr2.5e-4"])
+def test_a_config_named_with_dots_keeps_the_state_and_the_export_apart_and_resumes(tmp_path, capsys, name):
+    config, out = _config(tmp_path, f"{name}.toml"), tmp_path / "runs"
+    assert main([str(config), "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{name}{suffix}" for suffix in (".json", ".safetensors", "-ema.json",
+                                                              "-ema.safetensors"))
+    assert main([str(config), "--out", str(out), "--resume", "--steps", "5"]) == 0
+    assert f"resumed from {out / name} at step 3" in capsys.readouterr().out
+    assert load_denoiser(out / f"{name}-ema")[2]["steps"] == 5
+
+
+def test_checkpoint_names_with_dots_are_names_not_extensions(tmp_path):
+    tensors = {"w": torch.arange(3.0)}
+    checkpoints.save(tmp_path / "lr2.5e-4", tensors, {"a": 1})
+    checkpoints.save(tmp_path / "lr2.5e-3", {"w": torch.zeros(3)}, {"a": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr2.5e-3.json", "lr2.5e-3.safetensors",
+                                                         "lr2.5e-4.json", "lr2.5e-4.safetensors"]
+    loaded, meta = checkpoints.load(tmp_path / "lr2.5e-4")
+    assert torch.equal(loaded["w"], tensors["w"]) and meta["a"] == 1
+    assert checkpoints.load(tmp_path / "lr2.5e-4.json")[1]["a"] == 1  # a file name names the same checkpoint
+
+
+# --------------------------------------------------------------------------- refusing to lose work
+
+
+def test_a_second_run_into_the_same_out_is_refused_and_changes_nothing(tmp_path, capsys):
+    config, out = _config(tmp_path), tmp_path / "runs"
+    assert main([str(config), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    status, err = _run([str(config), "--out", str(out), "--steps", "1"], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert "tiny.json exists: pass --resume to continue that run, or --overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([str(config), "--out", str(out), "--steps", "1", "--overwrite"]) == 0
+    assert load_denoiser(out / "tiny-ema")[2]["steps"] == 1
+
+
+def test_resume_without_a_checkpoint_says_so_instead_of_starting_again(tmp_path, capsys):
+    status, err = _run([str(_config(tmp_path)), "--out", str(tmp_path / "runs"), "--resume"], capsys)
+    assert status == 2 and "--resume: there is no training state to resume at" in err
+    assert not (tmp_path / "runs" / "tiny.json").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
+    status, err = _run([str(_config(tmp_path)), "--out", str(tmp_path), "--resume", "--overwrite"], capsys)
+    assert status == 2 and "--resume and --overwrite contradict each other" in err
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    status, err = _run([str(_config(tmp_path)), "--out", str(blocker / "runs")], capsys)
+    assert status == 2 and f"--out {blocker / 'runs'} is not a writable folder" in err
+    assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- config errors: one line, naming the key
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("checkpoint_every = 2", "checkpoint_every = 0"), "train.checkpoint_every must be an int >= 1"),
+    (("checkpoint_every = 2", "checkpoint_every = -5"), "train.checkpoint_every must be an int >= 1"),
+    (("batch_size = 8", "batch_size = 0"), "train.batch_size must be an int >= 1"),
+    (("log_every = 1", "log_every = 0"), "train.log_every must be an int >= 1"),
+    (("ema_decay = 0.9", "ema_decay = 1.5"), r"train.ema_decay must be a number in (0, 1)"),
+    (("ema_decay = 0.9", "ema_decay = 0.9\nlr = nan"), "train.lr must be a finite number > 0"),
+    (("ema_decay = 0.9", "ema_decay = 0.9\ngrad_clip = true"), "train.grad_clip must be a finite number > 0, or false"),
+    (("ema_decay = 0.9", "ema_decay = 0.9\ngrad_clip = 0"), "train.grad_clip must be a finite number > 0, or false"),
+    (("ema_decay = 0.9", 'ema_decay = 0.9\namp = "fp8"'), "train.amp must be one of"),
+    (("ema_decay = 0.9", 'ema_decay = 0.9\ncompile = "fast"'), "train.compile must be true, false or one of"),
+    (("T = 100", "T = 0"), "schedule.T must be an int >= 1"),
+])
+def test_a_bad_config_value_is_one_line_naming_the_key_and_the_file(tmp_path, capsys, edit, message):
+    config = _config(tmp_path, "bad.toml", TINY.replace(*edit))
+    status, err = _run([str(config), "--out", str(tmp_path / "runs")], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"bad.toml: {message}" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_grad_clip_false_switches_clipping_off(tmp_path):
+    config = _config(tmp_path, text=TINY.replace("ema_decay = 0.9", "ema_decay = 0.9\ngrad_clip = false"))
+    assert read_config(config)["train"]["grad_clip"] is False
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    assert json.loads((tmp_path / "runs" / "tiny.json").read_text())["trainer"]["grad_clip"] is None
+
+
+# --------------------------------------------------------------------------- shipped configs by name
+
+
+def test_a_shipped_config_is_found_by_name_and_a_wrong_name_lists_them(capsys, tmp_path):
+    assert config_path("digits") == CONFIGS / "digits.toml"
+    assert read_config(config_path("digits")) == read_config(CONFIGS / "digits.toml")
+    status, err = _run(["imagenet", "--out", str(tmp_path)], capsys)
+    assert status == 2 and "'imagenet' is not a shipped config; the shipped ones are [" in err and "'digits'" in err
+
+
+def test_the_shipped_configs_travel_with_the_package():
+    assert CONFIGS.parent == Path(__import__("diffusion_lib").__file__).resolve().parent
+    assert {"digits", "digits_class", "shapes_text", "cifar10", "digits_vae"} <= {p.stem for p in
+                                                                                  CONFIGS.glob("*.toml")}
+
+
+# --------------------------------------------------------------------------- the loss history across checkpoints
+
+
+DIGITS = load_digits("train")[0][:256]
+
+
+def _trainer(**kwargs) -> Trainer:
+    torch.manual_seed(0)
+    return Trainer(unet_from_preset("digits_small"), NoiseSchedule.cosine(100), DIGITS, batch_size=16,
+                   ema_decay=0.9, **kwargs)
+
+
+def test_every_checkpoint_holds_the_whole_loss_history_up_to_its_step(tmp_path, monkeypatch):
+    trainer = _trainer(log_every=4)
+    saved = []
+    original = trainer.save
+
+    def save(path, meta=None):
+        saved.append((trainer.step, len(trainer.history)))
+        result = original(path, meta)
+        if trainer.step == 3:  # keep the checkpoint of step 3: a run killed after it resumes from there
+            for file in checkpoints.files(path):
+                (tmp_path / f"step3{file.suffix}").write_bytes(file.read_bytes())
+        return result
+
+    monkeypatch.setattr(trainer, "save", save)
+    trainer.fit(10, checkpoint_every=3, checkpoint_path=tmp_path / "state")
+    assert saved == [(3, 3), (6, 6), (9, 9), (10, 10)]
+    resumed = _trainer(log_every=4)
+    resumed.load_state(tmp_path / "step3")
+    resumed.fit(7)
+    assert resumed.history == trainer.history and len(resumed.history) == 10
+
+
+def test_fit_rejects_a_checkpoint_interval_below_one(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every must be an int >= 1"):
+        _trainer().fit(2, checkpoint_every=0, checkpoint_path=tmp_path / "state")
+
+
+def test_a_stop_request_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    straight = _trainer(log_every=5)
+    straight.fit(8)
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(True)
+        return len(asked) == 3
+
+    stopped = _trainer(log_every=5)
+    stopped.fit(8, checkpoint_every=100, checkpoint_path=tmp_path / "state", should_stop=should_stop)
+    assert stopped.step == 3 and len(stopped.history) == 3
+    resumed = _trainer(log_every=5)
+    resumed.load_state(tmp_path / "state")
+    resumed.fit(5)
+    assert resumed.history == straight.history
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint_and_exits_with_one_line(tmp_path, sig):
+    config = _config(tmp_path, text=TINY.replace("steps = 3", "steps = 100000").replace(
+        "checkpoint_every = 2", "checkpoint_every = 100000"))
+    out = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "diffusion_lib.train", str(config), "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        line = process.stdout.readline()  # "N parameters; ...; steps 0 -> 100000": training starts next
+        assert "steps 0 -> 100000" in line, line
+        time.sleep(2.0)
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + sig
+    lines = [x for x in err.splitlines() if x.startswith(signal.Signals(sig).name)]
+    assert len(lines) == 1 and "continue with --resume" in lines[0] and "Traceback" not in err
+    _, meta = checkpoints.load(out / "tiny")
+    assert meta["step"] >= 1 and len(checkpoints.load(out / "tiny")[0]["history"]) == meta["step"]
+    assert not (out / "tiny-ema.json").exists()
+    assert main([str(config), "--out", str(out), "--resume", "--steps", str(meta["step"] + 1)]) == 0
+
+
+# --------------------------------------------------------------------------- checkpoints validated whole
+
+
+def _export_copy(tmp_path: Path, name: str, edit) -> Path:
+    """A copy of a shipped denoiser whose JSON record went through ``edit(meta)``, saved (and hashed) again."""
+    tensors, meta = checkpoints.load(checkpoints.pretrained_path(name))
+    edit(meta)
+    return checkpoints.save(tmp_path / name, tensors, meta)
+
+
+def test_a_json_edited_by_hand_is_refused(tmp_path):
+    path = _export_copy(tmp_path, "shapes_sr", lambda meta: None)
+    json_file = checkpoints.files(path)[0]
+    meta = json.loads(json_file.read_text())
+    meta["model_config"]["groups"] *= 2  # a model the weights were not trained as
+    json_file.write_text(json.dumps(meta, indent=1, sort_keys=True))
+    with pytest.raises(ValueError, match=r"shapes_sr\.json was changed after it was written"):
+        load_denoiser(path)
+
+
+def test_a_model_config_missing_a_field_is_refused_not_filled_with_defaults(tmp_path):
+    path = _export_copy(tmp_path, "shapes_sr", lambda meta: meta["model_config"].pop("groups"))
+    with pytest.raises(ValueError, match=r"shapes_sr\.json: model_config lacks UNetConfig field 'groups'"):
+        load_denoiser(path)
+
+
+def test_a_nested_config_missing_a_field_is_refused(tmp_path):
+    path = _export_copy(tmp_path, "shapes_text", lambda meta: meta["model_config"]["unet"].pop("ch_mult"))
+    with pytest.raises(ValueError, match=r"model_config\.unet lacks UNetConfig field 'ch_mult'"):
+        load_denoiser(path)
+
+
+def test_an_unknown_model_config_field_is_refused(tmp_path):
+    path = _export_copy(tmp_path, "digits", lambda meta: meta["model_config"].update(width=3))
+    with pytest.raises(ValueError, match=r"digits\.json: model_config has unknown field 'width'"):
+        load_denoiser(path)
+
+
+@pytest.mark.parametrize("key", ["config", "model_config", "model_class", "clip_x0"])
+def test_a_record_without_a_key_of_an_export_names_the_key(tmp_path, key):
+    path = _export_copy(tmp_path, "digits", lambda meta: meta.pop(key))
+    with pytest.raises(ValueError, match=rf"digits\.json lacks the key '{key}'"):
+        load_denoiser(path)
+
+
+def test_loading_the_training_state_as_a_denoiser_points_to_the_export(tmp_path):
+    config = _config(tmp_path)
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    with pytest.raises(ValueError, match=r"tiny\.json is a training state .* load .*tiny-ema instead"):
+        load_denoiser(tmp_path / "runs" / "tiny")
+
+
+def test_a_local_folder_named_like_a_shipped_model_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    model, _, meta = load_denoiser("digits")
+    assert meta["command"] == "python -m diffusion_lib.train digits --out runs"
+
+
+def test_neither_a_checkpoint_nor_a_shipped_name_says_both(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*nowhere\.json, and .* is not a shipped "
+                                                r"checkpoint; the shipped ones are \["):
+        load_denoiser(tmp_path / "nowhere")
+
+
+def test_every_shipped_checkpoint_is_whole():
+    for json_file in sorted(checkpoints.PRETRAINED.glob("*.json")):
+        checkpoints.load(json_file.with_suffix(""))  # raises unless both hashes match
