@@ -316,3 +316,15 @@ def test_neither_a_checkpoint_nor_a_shipped_name_says_both(tmp_path):
 def test_every_shipped_checkpoint_is_whole():
     for json_file in sorted(checkpoints.PRETRAINED.glob("*.json")):
         checkpoints.load(json_file.with_suffix(""))  # raises unless both hashes match
+
+
+@pytest.mark.parametrize(("name", "clip_x0"), [("digits", 1.0), ("shapes_text", 1.0), ("shapes_latent", None)])
+def test_a_loaded_denoiser_carries_the_bound_of_its_data(name, clip_x0):
+    model, _, meta = load_denoiser(name)
+    assert model.clip_x0 == meta["clip_x0"] == clip_x0  # pixels lie in [-1, 1]; latents have no fixed bound
+
+
+def test_an_export_records_the_bound_of_its_data(tmp_path):
+    assert main([str(_config(tmp_path)), "--out", str(tmp_path / "runs")]) == 0
+    model, _, meta = load_denoiser(tmp_path / "runs" / "tiny-ema")
+    assert meta["clip_x0"] == 1.0 and model.clip_x0 == 1.0

@@ -35,3 +35,48 @@ def test_the_readme_lists_every_page_of_the_book_in_reading_order():
 def test_no_written_chapter_is_marked_planned():
     planned = [file for file, status in _readme_chapters().items() if "planned" in status and (ROOT / file).exists()]
     assert not planned, f"README.md marks these chapters planned, but they are written: {planned}"
+
+
+def _quick_start() -> str:
+    """The Python block after README.md's <!-- quick-start --> marker."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- quick-start -->\n```python\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_the_quick_start_draws_sixteen_valid_digits_in_a_few_lines():
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import torch
+
+    code = _quick_start()
+    assert len([line for line in code.splitlines() if line and not line.startswith(("import", "from"))]) <= 4
+    backend = matplotlib.get_backend()
+    matplotlib.use("Agg")
+    try:
+        torch.manual_seed(0)
+        namespace: dict = {}
+        exec(compile(code, "README.md quick start", "exec"), namespace)
+        figure_title = plt.gca().get_title()
+    finally:
+        plt.close("all")
+        matplotlib.use(backend)
+    images = namespace["images"]
+    assert images.shape == (16, 1, 8, 8) and torch.isfinite(images).all()
+    assert images.min() >= -1 and images.max() <= 1, (images.min(), images.max())
+    assert images.std() > 0.3  # digits, not a flat grey: ink at +1 on a background at -1
+    assert figure_title == "16 generated digits"
+
+
+def test_without_the_clamp_the_quick_start_returns_pixels_in_the_thousands_as_the_readme_says():
+    import torch
+
+    from diffusion_lib.cli import load_denoiser
+    from diffusion_lib.samplers import sample_ddim
+
+    claim = "Without it (`clip_x0=None`) the same call returns pixels in the thousands"
+    assert claim in (ROOT / "README.md").read_text()
+    model, schedule, _ = load_denoiser("digits")
+    torch.manual_seed(0)
+    images = sample_ddim(model, torch.randn(16, 1, 8, 8), schedule, clip_x0=None)
+    assert images.abs().max() > 1000
