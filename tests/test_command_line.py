@@ -303,7 +303,7 @@ def test_loading_the_training_state_as_a_denoiser_points_to_the_export(tmp_path)
 def test_a_local_folder_named_like_a_shipped_model_does_not_hide_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits").mkdir()
-    model, _, meta = load_denoiser("digits")
+    _, _, meta = load_denoiser("digits")
     assert meta["command"] == "python -m diffusion_lib.train digits --out runs"
 
 
