@@ -28,9 +28,9 @@ from diffusion_lib.samplers import (
     _alpha_bars,
     _randn_like,
     _timesteps,
-    check_clip_x0,
     check_start,
     predict_eps_x0,
+    resolve_clip_x0,
     sample_ddim,
 )
 from diffusion_lib.schedules import NoiseSchedule
@@ -63,7 +63,7 @@ def sdedit(
     *,
     cond: Any = None,
     parameterization: str = "eps",
-    clip_x0: float | None = None,
+    clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """SDEdit: noise ``images`` (B, ...) to t_0 = round(strength · (T - 1)), then run DDIM (η = 0) back to clean data
@@ -72,6 +72,8 @@ def sdedit(
     Args:
         strength: in (0, 1]; the fraction of the forward process applied before denoising.
         steps: the DDIM steps a full-strength edit would take.
+        clip_x0: as in :func:`~diffusion_lib.samplers.sample_ddim`: ``"auto"`` (the default) follows the denoiser's
+            ``clip_x0`` attribute; a number or None overrides it.
         generator: for the noise added to the images.
 
     Returns:
@@ -82,6 +84,7 @@ def sdedit(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     check_start(images, "images", denoiser)
+    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     t0 = round(strength * (schedule.T - 1))
     n = max(1, round(steps * strength))
     ts = sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)  # t_0 > ... > t_0 / n, distinct
@@ -100,7 +103,7 @@ def inpaint(
     eta: float = 1.0,
     cond: Any = None,
     parameterization: str = "eps",
-    clip_x0: float | None = None,
+    clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Fill in the unknown pixels of ``images`` (B, C, H, W) so that they agree with the known ones.
@@ -113,12 +116,15 @@ def inpaint(
         known: mask broadcastable to ``images`` (e.g. (B or 1, 1, H, W)), bool or 0/1 float: 1 where the pixel is
             known and kept.
         eta: DDIM's η >= 0.
+        clip_x0: as in :func:`~diffusion_lib.samplers.sample_ddim`: ``"auto"`` (the default) follows the denoiser's
+            ``clip_x0`` attribute; a number or None overrides it. Only the filled region is affected: the known
+            pixels are put back after every step.
 
     Returns:
         The completed images (B, C, H, W), equal to ``images`` where ``known`` is 1.
     """
     check_start(images, "images", denoiser)
-    clip_x0 = check_clip_x0(clip_x0)
+    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     try:
         mask = torch.broadcast_to(known.to(images.dtype), images.shape)
     except (RuntimeError, AttributeError) as err:
@@ -153,12 +159,17 @@ def super_resolve(
     steps: int = 50,
     *,
     parameterization: str = "eps",
-    clip_x0: float | None = 1.0,
+    clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Sample high-resolution images (B, C, side, side) from low-resolution ones (B, C, s, s) with a model trained
-    on ``cond = {"image": degrade(x, s)}`` (see the ``low_resolution`` setting of the training config), by DDIM."""
+    on ``cond = {"image": degrade(x, s)}`` (see the ``low_resolution`` setting of the training config), by DDIM.
+
+    ``clip_x0="auto"`` follows the denoiser's ``clip_x0`` attribute, and clips to 1.0 when it has none: the outputs
+    are images in [-1, 1] whatever the model. A number or None overrides it."""
     check_start(low, "low", denoiser)
+    if isinstance(clip_x0, str) and clip_x0 == "auto":
+        clip_x0 = getattr(denoiser, "clip_x0", 1.0)
     x_T = torch.randn((low.shape[0], low.shape[1], side, side), generator=generator, device=low.device,
                       dtype=low.dtype)
     return sample_ddim(denoiser, x_T, schedule, steps, cond={"image": upsample(low, side)},

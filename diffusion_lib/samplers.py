@@ -15,6 +15,19 @@ The model output is read according to ``parameterization``: the noise ε (``"eps
 
 Timesteps are 0-indexed (index t is the paper's step t + 1). A sampler visits a decreasing subsequence t_1 > ... > t_S
 of [0, T) and then takes one last step to clean data (ᾱ = 1), where it returns x̂_0.
+
+Why x̂_0 is clipped. At the noisiest steps the clean-data estimate of an ε-predicting model,
+
+    x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t),
+
+divides by sqrt(ᾱ_T), about 5e-5 for the cosine schedule (ᾱ_T = 2.4e-9): any error in ε̂ is amplified some 2e4
+times, and the first step lands far outside the data (thousands, for pixels in [-1, 1]), from where the remaining
+steps never come back. Clamping x̂_0 to the data's range [-clip_x0, clip_x0] and recomputing ε̂ from it
+(Ho et al. 2020 do the same) keeps every step on the data's support. A denoiser says what its data's bound is with an
+attribute ``clip_x0`` (1.0 for a model of images in [-1, 1]; absent or None: no clipping); every sampler's
+``clip_x0="auto"`` reads it, so the shortest call ``sample_ddim(model, x_T, schedule)`` gives valid images, and an
+explicit number or None overrides it. Wrappers (:func:`classifier_free_guidance`,
+:func:`diffusion_lib.speed.fast_denoiser`) carry the attribute over.
 """
 
 from __future__ import annotations
@@ -76,6 +89,24 @@ def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing
     return sorted(set(ts), reverse=True)
 
 
+def resolve_clip_x0(clip_x0: float | str | None, denoiser: Any) -> float | None:
+    """The bound to clamp x̂_0 to, or None for no clipping, after checking it; raises ValueError naming clip_x0.
+
+    ``"auto"`` means the denoiser's own ``clip_x0`` attribute (None when it has none); a number or None is used as it
+    is. The bound must be a positive finite number.
+    """
+    source = ""
+    if isinstance(clip_x0, str) and clip_x0 == "auto":
+        clip_x0, source = getattr(denoiser, "clip_x0", None), " (from the denoiser's attribute denoiser.clip_x0)"
+    if clip_x0 is None:
+        return None
+    number = isinstance(clip_x0, numbers.Real) and not isinstance(clip_x0, bool)
+    if not (number and math.isfinite(clip_x0) and clip_x0 > 0):
+        raise ValueError(f"clip_x0 must be a positive finite number (the bound of the data: 1.0 for images in "
+                         f"[-1, 1]), None for no clipping, or 'auto', got {clip_x0!r}{source}")
+    return clip_x0
+
+
 def predict_eps_x0(
     denoiser: Denoiser,
     x_t: torch.Tensor,
@@ -88,7 +119,8 @@ def predict_eps_x0(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Call the denoiser at timestep ``t`` and return (ε̂, x̂_0), both shaped like ``x_t`` (B, ...).
 
-    With ``clip_x0`` set, x̂_0 is clamped to [-clip_x0, clip_x0] and ε̂ recomputed from it, so the two stay consistent.
+    With ``clip_x0`` set (a positive number: the samplers resolve ``"auto"`` with :func:`resolve_clip_x0` first),
+    x̂_0 is clamped to [-clip_x0, clip_x0] and ε̂ recomputed from it, so the two stay consistent.
     """
     alpha_bar = schedule.alphas_cumprod[t].item()
     a, s = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
@@ -120,7 +152,7 @@ def sample_ddpm(
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
-    clip_x0: float | None = None,
+    clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
     trajectory: bool = False,
     progress: bool = False,
@@ -144,7 +176,11 @@ def sample_ddpm(
         cond: passed to the denoiser unchanged (class labels, text embeddings, ...).
         spacing, timesteps: which timesteps to visit when ``steps < T`` (see :func:`make_timesteps`), or the
             timesteps themselves, decreasing.
-        clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] (1.0 for images in [-1, 1]); off by default.
+        clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] and recompute ε̂ from it (1.0 for images in [-1, 1]). At the
+            noisiest steps x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) divides by sqrt(ᾱ_T), about 5e-5 for the cosine
+            schedule, so any error in ε̂ is amplified some 2e4 times; clamping x̂_0 to the data's range keeps the
+            step on the data's support. ``"auto"`` (the default): the denoiser's ``clip_x0`` attribute, which a
+            loaded image model carries (absent or None: no clipping); a number or None overrides it.
         generator: random generator for the noise z (on the device of ``x_T``).
         trajectory: also return a :class:`Trajectory`.
         progress: show a progress bar.
@@ -155,7 +191,7 @@ def sample_ddpm(
     if variance not in DDPM_VARIANCES:
         raise ValueError(f"variance must be one of {DDPM_VARIANCES}, got {variance!r}")
     ts = _timesteps(schedule, steps if steps is not None or timesteps is not None else schedule.T, spacing, timesteps)
-    clip_x0 = check_clip_x0(clip_x0)
+    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDPM")):
         _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
@@ -182,7 +218,7 @@ def sample_ddim(
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
-    clip_x0: float | None = None,
+    clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
     trajectory: bool = False,
     progress: bool = False,
@@ -199,7 +235,7 @@ def sample_ddim(
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     ts = _timesteps(schedule, steps, spacing, timesteps)
-    clip_x0 = check_clip_x0(clip_x0)
+    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDIM")):
         eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
@@ -223,7 +259,7 @@ def sample_dpmpp_2m(
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
-    clip_x0: float | None = None,
+    clip_x0: float | str | None = "auto",
     trajectory: bool = False,
     progress: bool = False,
 ):
@@ -240,7 +276,7 @@ def sample_dpmpp_2m(
         x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
     """
     ts = _timesteps(schedule, steps, spacing, timesteps)
-    clip_x0 = check_clip_x0(clip_x0)
+    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
     x0_prev, h_prev = None, None
     for i, t in enumerate(tqdm(ts, disable=not progress, desc="DPM-Solver++")):
@@ -340,6 +376,7 @@ def classifier_free_guidance(model: Callable, scale: float) -> Denoiser:
         conditional, unconditional = out[:b], out[b:]
         return unconditional + scale * (conditional - unconditional)
 
+    guided.clip_x0 = getattr(model, "clip_x0", None)  # the data's bound, for the samplers' clip_x0="auto"
     return guided
 
 
@@ -377,17 +414,6 @@ def check_start(x: torch.Tensor, name: str, denoiser: Denoiser) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):  # the one host sync of a sampler call
         raise ValueError(f"{name} contains NaN or inf; a sampler would return NaN samples from it")
     return x
-
-
-def check_clip_x0(clip_x0: float | None) -> float | None:
-    """``clip_x0`` after checking that it is None or a positive finite number; raises ValueError naming it."""
-    if clip_x0 is None:
-        return None
-    number = isinstance(clip_x0, numbers.Real) and not isinstance(clip_x0, bool)
-    if not (number and math.isfinite(clip_x0) and clip_x0 > 0):
-        raise ValueError(f"clip_x0 must be a positive finite number (the bound of the data: 1.0 for images in "
-                         f"[-1, 1]) or None for no clipping, got {clip_x0!r}")
-    return clip_x0
 
 
 def _parameter_dtype(denoiser: Any) -> torch.dtype | None:

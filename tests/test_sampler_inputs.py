@@ -13,8 +13,15 @@ from torch import nn
 
 from diffusion_lib.analytic import GaussianMixtureDenoiser
 from diffusion_lib.editing import inpaint, sdedit, super_resolve
-from diffusion_lib.samplers import ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from diffusion_lib.samplers import (
+    classifier_free_guidance,
+    ddim_invert,
+    sample_ddim,
+    sample_ddpm,
+    sample_dpmpp_2m,
+)
 from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.speed import fast_denoiser
 
 SCHEDULE = NoiseSchedule.cosine(100)
 SAMPLERS = {
@@ -125,3 +132,58 @@ def test_a_module_without_parameters_runs_in_any_dtype():
 def test_clip_x0_must_be_a_positive_finite_number(name, bad):
     with pytest.raises(ValueError, match="clip_x0 must be a positive finite number"):
         SAMPLERS[name](WrongNoise(), _x_T(), clip_x0=bad)
+
+
+def test_a_bad_clip_x0_attribute_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"clip_x0 must be a positive finite number.*got -1.0 .*denoiser.clip_x0"):
+        sample_ddim(WrongNoise(clip_x0=-1.0), _x_T(), SCHEDULE, 3)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_the_shortest_call_clips_to_the_denoisers_clip_x0(name):
+    clipped = SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T())
+    unclipped = SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T(), clip_x0=None)
+    assert clipped.abs().max() <= 1.0
+    assert unclipped.abs().max() > 10.0  # x̂_0 divided by sqrt(ᾱ) at the first step, never brought back
+    torch.testing.assert_close(clipped, SAMPLERS[name](WrongNoise(), _x_T(), clip_x0=1.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_an_explicit_bound_overrides_the_denoisers(name):
+    half = SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T(), clip_x0=0.5)
+    assert half.abs().max() <= 0.5
+    assert SAMPLERS[name](WrongNoise(clip_x0=None), _x_T()).abs().max() > 10.0  # no attribute: no clipping
+
+
+def test_classifier_free_guidance_keeps_clip_x0():
+    guided = classifier_free_guidance(WrongNoise(clip_x0=1.0), 2.0)
+    assert guided.clip_x0 == 1.0
+    cond = torch.ones(4, 1, 4, 4)
+    assert sample_ddim(guided, _x_T(), SCHEDULE, 5, cond=cond).abs().max() <= 1.0
+    assert sample_ddim(guided, _x_T(), SCHEDULE, 5, cond=cond, clip_x0=None).abs().max() > 10.0
+    assert classifier_free_guidance(WrongNoise(), 2.0).clip_x0 is None
+
+
+def test_fast_denoiser_keeps_clip_x0():
+    fast = fast_denoiser(WrongNoise(clip_x0=1.0), bf16=False, channels_last=False, compile=False)
+    assert fast.clip_x0 == 1.0
+    assert sample_ddim(fast, _x_T(), SCHEDULE, 5).abs().max() <= 1.0
+    assert fast_denoiser(WrongNoise(), bf16=False, compile=False).clip_x0 is None
+
+
+def test_editing_follows_the_denoisers_clip_x0():
+    model, images, known = WrongNoise(clip_x0=1.0), _x_T().clamp(-1, 1), torch.zeros(1, 1, 4, 4)
+    g = torch.Generator
+    assert sdedit(model, images, SCHEDULE, 1.0, 5, generator=g().manual_seed(0)).abs().max() <= 1.0
+    assert sdedit(model, images, SCHEDULE, 1.0, 5, generator=g().manual_seed(0), clip_x0=None).abs().max() > 10.0
+    assert inpaint(model, images, known, SCHEDULE, 5, generator=g().manual_seed(0)).abs().max() <= 1.0
+    assert inpaint(model, images, known, SCHEDULE, 5, generator=g().manual_seed(0), clip_x0=None).abs().max() > 10.0
+
+
+def test_super_resolution_clips_to_one_when_the_denoiser_says_nothing():
+    low = _x_T().clamp(-1, 1)[:, :, :2, :2]
+    default = super_resolve(WrongNoise(), low, SCHEDULE, 4, 5, generator=torch.Generator().manual_seed(0))
+    one = super_resolve(WrongNoise(), low, SCHEDULE, 4, 5, generator=torch.Generator().manual_seed(0), clip_x0=1.0)
+    torch.testing.assert_close(default, one, rtol=0, atol=0)
+    half = super_resolve(WrongNoise(clip_x0=0.5), low, SCHEDULE, 4, 5, generator=torch.Generator().manual_seed(0))
+    assert half.abs().max() <= 0.5
