@@ -167,9 +167,12 @@ def generate(model, schedule, captions: list[str], x_T: torch.Tensor, *, guidanc
     DPM-Solver++(2M) with ``steps`` steps and classifier-free guidance ``guidance`` from ``x_T`` (B, C, S, S). For a
     pixel model (``autoencoder`` None) x̂_0 is clipped to [-1, 1] and the samples are returned; for a latent model
     x̂_0 is clipped to ``autoencoder.bound`` and the sampled latents are decoded, images (B, 3, 2S, 2S) in [-1, 1].
+    ``x_T`` may be drawn on the CPU: it is moved to the device of the model's parameters, where the images are
+    returned (the autoencoder must be on that device too).
     """
     from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
 
+    x_T = x_T.to(next(model.parameters()).device)
     with torch.no_grad():
         samples = sample_dpmpp_2m(classifier_free_guidance(model, guidance), x_T, schedule, steps,
                                   cond=model.encode_prompts(captions),

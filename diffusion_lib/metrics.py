@@ -52,6 +52,11 @@ Inception-v3's; the classes the classifier sees in the samples (:func:`class_his
 (:func:`nearest_neighbour_distances`, :func:`memorisation_rate`). :func:`sample_quality` computes them all for
 digits samples against fixed references; see its docstring for the calibration and for why the sample count is fixed.
 These functions return Python floats (or small tensors), for printing.
+
+**Devices.** Every function takes tensors on any device, so a chapter that samples on a GPU measures its samples as
+they are. The point-cloud distances compute on the device of ``x`` (``y`` is moved there) and return a tensor there;
+the image metrics bring their inputs to the CPU (the classifier of :func:`sample_quality` runs on its own device) and
+return Python floats or CPU tensors, ready for printing, numpy and matplotlib. On a CPU nothing moves.
 """
 
 from __future__ import annotations
@@ -76,7 +81,8 @@ def sliced_wasserstein(
     """Sliced p-Wasserstein distance between two point clouds, averaged over random directions.
 
     The directions are θ_l = g_l / ||g_l|| with g = ``torch.randn(n_projections, D)`` drawn in float64 from
-    ``generator`` on the device of ``x`` (so the generator must live on that device), i.e. uniform on the sphere.
+    ``generator`` on the generator's device (on the device of ``x`` without one) and moved to the device of ``x``,
+    i.e. uniform on the sphere. A CPU generator thus gives the same directions whatever the device of the points.
     For each direction the exact 1-D p-Wasserstein distance between the projected clouds is computed:
 
     - N == M: sort both projections and match them in order, ``W_p^p = mean_i |x_(i) - y_(i)|^p``.
@@ -89,13 +95,13 @@ def sliced_wasserstein(
 
     Args:
         x: first cloud, shape (N, D), floating dtype, N >= 1.
-        y: second cloud, shape (M, D), same D and device as ``x``, M >= 1.
+        y: second cloud, shape (M, D), same D as ``x``, M >= 1; moved to the device of ``x``.
         n_projections: number of random directions L >= 1.
         p: order of the Wasserstein distance, a finite number >= 1.
-        generator: random generator for the directions, on the device of ``x``; seed it for reproducible values.
+        generator: random generator for the directions, on any device; seed it for reproducible values.
 
     Returns:
-        SW_p, a 0-d tensor in the promoted dtype of ``x`` and ``y``.
+        SW_p, a 0-d tensor in the promoted dtype of ``x`` and ``y``, on the device of ``x``.
     """
     _check_clouds(x, y, min_points=1)
     if isinstance(n_projections, bool) or not isinstance(n_projections, numbers.Integral) or n_projections < 1:
@@ -103,9 +109,11 @@ def sliced_wasserstein(
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p < 1:
         raise ValueError(f"p must be a finite number >= 1, got {p!r}")
     p = float(p)
+    y = y.to(x.device)
 
     n, m, d = x.shape[0], y.shape[0], x.shape[1]
-    theta = torch.randn(int(n_projections), d, generator=generator, device=x.device, dtype=torch.float64)
+    drawn_on = generator.device if generator is not None else x.device
+    theta = torch.randn(int(n_projections), d, generator=generator, device=drawn_on, dtype=torch.float64).to(x.device)
     theta = theta / theta.norm(dim=1, keepdim=True)                        # (L, D), unit rows
     x_proj = (x.to(torch.float64) @ theta.T).sort(dim=0).values            # (N, L), sorted per direction
     y_proj = (y.to(torch.float64) @ theta.T).sort(dim=0).values            # (M, L)
@@ -140,7 +148,7 @@ def mmd_rbf(
 
     Args:
         x: first sample, shape (N, D), floating dtype, N >= 2.
-        y: second sample, shape (M, D), same D and device as ``x``, M >= 2.
+        y: second sample, shape (M, D), same D as ``x``, M >= 2; moved to the device of ``x``.
         bandwidth: the kernel width h > 0. A list or tuple of widths (h_1, ..., h_S) uses the sum of their kernels,
             k = Σ_s exp(-||a - b||² / (2 h_s²)), so the result is the sum of the single-scale estimates.
             None (default): the median heuristic, h = median of the Euclidean distances between all pairs of
@@ -148,10 +156,10 @@ def mmd_rbf(
             count is the mean of the two middle values, as in ``numpy.median``). Computed without gradient.
 
     Returns:
-        MMD²_u, a 0-d tensor in the promoted dtype of ``x`` and ``y``.
+        MMD²_u, a 0-d tensor in the promoted dtype of ``x`` and ``y``, on the device of ``x``.
     """
     _check_clouds(x, y, min_points=2)
-    x64, y64 = x.to(torch.float64), y.to(torch.float64)
+    x64, y64 = x.to(torch.float64), y.to(device=x.device, dtype=torch.float64)
     bandwidths = _median_heuristic(x64, y64) if bandwidth is None else _check_bandwidths(bandwidth)
 
     def kernel_sum(a: torch.Tensor, b: torch.Tensor, exclude_diagonal: bool) -> torch.Tensor:
@@ -181,8 +189,6 @@ def _check_clouds(x: torch.Tensor, y: torch.Tensor, *, min_points: int) -> None:
             raise ValueError(f"{name} must have at least {min_points} point(s), got {cloud.shape[0]}")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"y must have the dimension D = {x.shape[1]} of x, got shape {tuple(y.shape)}")
-    if x.device != y.device:
-        raise ValueError(f"y must be on the device of x ({x.device}), got {y.device}")
 
 
 def _check_bandwidths(bandwidth: float | Sequence[float]) -> list[float]:
@@ -246,8 +252,8 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     compare values only at equal sample counts (see :data:`SAMPLE_COUNT`).
 
     Args:
-        features_a: (N, D) floating, finite, N >= 2.
-        features_b: (M, D) floating, finite, same D, M >= 2.
+        features_a: (N, D) floating, finite, N >= 2, on any device (computed on the CPU).
+        features_b: (M, D) floating, finite, same D, M >= 2, on any device.
 
     Returns:
         FD as a Python float, in squared feature units.
@@ -336,16 +342,16 @@ def nearest_neighbour_distances(
 
     Images are flattened, x: (N, ...) → (N, P), reference: (M, ...) → (M, P), and compared in float64 by direct
     differences (``torch.cdist`` without the matrix-product shortcut, so an exact copy is at distance exactly 0),
-    ``chunk_size`` rows of ``x`` at a time: memory O(chunk_size · M).
+    ``chunk_size`` rows of ``x`` at a time: memory O(chunk_size · M), on the CPU.
 
     Args:
-        x: (N, ...) floating, N >= 1.
-        reference: (M, ...) floating, with the per-image shape of ``x``, M >= 1; moved to the device of ``x``.
+        x: (N, ...) floating, N >= 1, on any device.
+        reference: (M, ...) floating, with the per-image shape of ``x``, M >= 1, on any device.
         chunk_size: rows of ``x`` per block, >= 1.
         return_indices: also return the index of the nearest reference image.
 
     Returns:
-        distances (N,) float64, or (distances, indices (N,) int64) with ``return_indices``.
+        distances (N,) float64, or (distances, indices (N,) int64) with ``return_indices``, on the CPU.
     """
     _check_images(x, "x")
     _check_images(reference, "reference")
@@ -354,8 +360,8 @@ def nearest_neighbour_distances(
                          f"got {tuple(reference.shape[1:])}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    flat_x = x.detach().flatten(1).to(torch.float64)                        # (N, P)
-    flat_ref = reference.detach().flatten(1).to(device=x.device, dtype=torch.float64)   # (M, P)
+    flat_x = x.detach().cpu().flatten(1).to(torch.float64)                  # (N, P)
+    flat_ref = reference.detach().cpu().flatten(1).to(torch.float64)        # (M, P)
     distances, indices = [], []
     for start in range(0, flat_x.shape[0], int(chunk_size)):
         block = torch.cdist(flat_x[start:start + chunk_size], flat_ref,
@@ -403,14 +409,15 @@ def memorisation_rate(
             raise ValueError(f"{name} must hold images of the shape of samples', {tuple(samples.shape[1:])}, "
                              f"got {tuple(images.shape[1:])}")
     d_samples = nearest_neighbour_distances(samples, train)                 # (N,)
-    d_test = nearest_neighbour_distances(test.to(samples.device), train)    # (K,)
+    d_test = nearest_neighbour_distances(test, train)                       # (K,)
     threshold = torch.quantile(d_test, float(quantile))
     return float((d_samples < threshold).to(torch.float64).mean())
 
 
 def class_histogram(predicted_labels: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """Fraction of the labels in each class: (N,) integer labels in [0, num_classes) → (num_classes,) float64,
-    summing to 1. For the digits test split it is close to uniform (35 to 37 images of each class out of 360)."""
+    summing to 1, on the CPU. For the digits test split it is close to uniform (35 to 37 images of each class out of
+    360)."""
     labels = _check_labels(predicted_labels, "predicted_labels", num_classes)
     return torch.bincount(labels, minlength=num_classes).to(torch.float64) / labels.numel()
 
@@ -437,6 +444,7 @@ def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
     if features.ndim != 2 or labels.shape != (features.shape[0],):
         raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)} and "
                          f"{tuple(labels.shape)}")
+    features, labels = features.detach().cpu(), labels.cpu()
     spreads = [(features[labels == k] - features[labels == k].mean(0)).norm(dim=1).mean() for k in labels.unique()]
     return float(torch.stack(spreads).mean())
 
@@ -446,7 +454,7 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
     mean over the images of 10 log10(4 / MSE)."""
     if images.shape != reference.shape:
         raise ValueError(f"images {tuple(images.shape)} and reference {tuple(reference.shape)} must have one shape")
-    mse = (images - reference).pow(2).flatten(1).mean(1)
+    mse = (images.detach().cpu() - reference.detach().cpu()).pow(2).flatten(1).mean(1)
     return float((10 * torch.log10(4 / mse)).mean())
 
 
@@ -462,7 +470,7 @@ def conditional_accuracy(predicted: torch.Tensor, requested: torch.Tensor) -> fl
     if predicted.shape != requested.shape:
         raise ValueError(f"requested must have the shape of predicted, {tuple(predicted.shape)}, "
                          f"got {tuple(requested.shape)}")
-    return float((predicted == requested.to(predicted.device)).to(torch.float64).mean())
+    return float((predicted.cpu() == requested.cpu()).to(torch.float64).mean())
 
 
 @torch.no_grad()
@@ -512,7 +520,8 @@ def sample_quality(
     its values much larger than Inception KIDs; they are not scaled by 1,000.
 
     Args:
-        samples: (N, 1, 8, 8) images in [-1, 1] (not checked: values outside are legitimate, and scored), N >= 2.
+        samples: (N, 1, 8, 8) images in [-1, 1] (not checked: values outside are legitimate, and scored), N >= 2, on
+            any device: they are moved to the classifier's for its features, and compared on the CPU otherwise.
         classifier: a :class:`~diffusion_lib.models.classifier.DigitsClassifier` (``features`` and ``head``), whose
             features and predicted classes are used; None (default): the shipped one, ``load_reference_classifier()``.
         reference: "test" (default, 360 images) or "train" (1,437) split of the digits, or a tensor of images.
@@ -579,7 +588,7 @@ def sample_quality(
 def _check_features(
     features_a: torch.Tensor, features_b: torch.Tensor, *, min_rows: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both feature sets as float64 (detached, on the device of ``features_a``), after checking them."""
+    """Both feature sets as float64, detached and on the CPU, after checking them."""
     for name, feats in (("features_a", features_a), ("features_b", features_b)):
         if not isinstance(feats, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (samples, D), got {type(feats).__name__}")
@@ -595,8 +604,7 @@ def _check_features(
     if features_a.shape[1] != features_b.shape[1]:
         raise ValueError(f"features_b must have the feature dimension D = {features_a.shape[1]} of features_a, "
                          f"got shape {tuple(features_b.shape)}")
-    a = features_a.detach().to(torch.float64)
-    return a, features_b.detach().to(device=a.device, dtype=torch.float64)
+    return features_a.detach().cpu().to(torch.float64), features_b.detach().cpu().to(torch.float64)
 
 
 def _check_labels(labels: torch.Tensor, name: str, num_classes: int) -> torch.Tensor:
@@ -610,7 +618,7 @@ def _check_labels(labels: torch.Tensor, name: str, num_classes: int) -> torch.Te
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"{name} must lie in [0, num_classes) = [0, {num_classes}), "
                          f"got values from {int(labels.min())} to {int(labels.max())}")
-    return labels.long()
+    return labels.detach().cpu().long()
 
 
 def _check_images(images: torch.Tensor, name: str) -> None:

@@ -43,8 +43,17 @@ class Budget:
     image_train_steps: int
 
     def generator(self, offset: int = 0) -> torch.Generator:
-        """A fresh CPU ``torch.Generator`` seeded with ``seed + offset``: one per experiment keeps cells independent."""
+        """A fresh CPU ``torch.Generator`` seeded with ``seed + offset``: one per experiment keeps cells independent.
+
+        Chapters draw their starting noise with it and move it, ``torch.randn(..., generator=budget.generator(k))
+        .to(budget.device)``, so that a CPU and a GPU start from the same numbers."""
         return torch.Generator().manual_seed(self.seed + offset)
+
+    def device_generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh ``torch.Generator`` on :attr:`device`, seeded with ``seed + offset``, for what draws its numbers
+        on the device: the fresh noise of a sampler's steps, an editor's noise, a family model's ``sample``. On a
+        CPU it is the same generator as :meth:`generator`; on a GPU its numbers differ from the CPU's."""
+        return torch.Generator(device=self.device).manual_seed(self.seed + offset)
 
 
 BUDGETS = {
@@ -60,10 +69,11 @@ def setup(budget: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
         budget: ``"quick"`` or ``"full"``. When omitted: the environment variable ``DIFFUSION_BUDGET`` if set,
             else ``"full"`` when a CUDA GPU is available and ``"quick"`` otherwise.
         seed: seed for ``random``, ``numpy`` and ``torch`` (all devices).
-        verbose: print the device and budget.
+        verbose: print the device (a GPU with its name), the budget and the seed.
 
     Returns:
-        The :class:`Budget` the chapter reads its sizes from.
+        The :class:`Budget` the chapter reads its sizes from. A chapter puts its models and data on its ``device``
+        (``load_denoiser(NAME, device=budget.device)``, ``Trainer(..., device=budget.device)``).
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = budget or os.environ.get(BUDGET_ENV) or ("full" if device.type == "cuda" else "quick")
@@ -81,7 +91,8 @@ def setup(budget: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
     chosen = Budget(name=name, device=device, seed=seed, **BUDGETS[name])
     if verbose:
         sizes = ", ".join(f"{k}={v:,}" for k, v in BUDGETS[name].items())
-        print(f"device: {device.type} | budget: {name} ({sizes}) | seed: {seed}")
+        where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+        print(f"device: {where} | budget: {name} ({sizes}) | seed: {seed}")
     return chosen
 
 

@@ -1,4 +1,8 @@
-"""Figure helpers the chapters share: image grids, strips over timesteps, animations that play in a static page."""
+"""Figure helpers the chapters share: image grids, strips over timesteps, animations that play in a static page.
+
+Every helper takes tensors on any device (a GPU's included, and tensors that require grad): it brings what it draws
+back to the CPU itself, so a chapter that samples on ``budget.device`` passes its results straight in.
+"""
 
 from __future__ import annotations
 
@@ -119,6 +123,8 @@ def scatter_panels(
                              squeeze=False)
     for ax in axes.flat[k:]:
         ax.set_visible(False)
+    if color is not None:
+        color = color.detach().cpu() if isinstance(color, torch.Tensor) else color
     for ax, panel, label in zip(axes.flat, points.detach().cpu(), labels, strict=False):
         style = {"c": color, "cmap": "viridis"} if color is not None else {"color": "tab:blue"}
         ax.scatter(panel[:, 0], panel[:, 1], s=2, alpha=0.6, linewidths=0, **style)
@@ -154,7 +160,8 @@ def field_panels(
     light dots.
 
     Args:
-        denoiser: ``denoiser(x_t, t, cond) -> ε̂`` for 2-D points.
+        denoiser: ``denoiser(x_t, t, cond) -> ε̂`` for 2-D points; a ``torch.nn.Module`` is evaluated on the device of
+            its parameters (or buffers), any other callable on the CPU.
         schedule: the schedule that defines ᾱ_t.
         timesteps: 0-indexed timesteps, one panel each.
         labels: panel titles.
@@ -164,12 +171,14 @@ def field_panels(
         raise ValueError(f"labels must have one entry per timestep ({len(timesteps)}), got {len(labels)}")
     axis = torch.linspace(-lim, lim, n)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    device = _device_of(denoiser)
     fig, axes = plt.subplots(1, len(timesteps), figsize=(1.9 * len(timesteps), 2.3), squeeze=False)
     for ax, t, label in zip(axes[0], timesteps, labels, strict=True):
-        t_batch = torch.full((len(grid),), int(t), dtype=torch.long)
+        t_batch = torch.full((len(grid),), int(t), dtype=torch.long, device=device)
         alpha_bar = schedule.alphas_cumprod[int(t)].item()
         with torch.no_grad():
-            arrows = -(1 - alpha_bar) ** 0.5 * denoiser(grid, t_batch, None).detach().float().cpu()
+            predicted = denoiser(grid.to(device), t_batch, None).detach().float().cpu()
+        arrows = -(1 - alpha_bar) ** 0.5 * predicted
         if data is not None:
             shrunk = alpha_bar**0.5 * data.detach().float().cpu()
             ax.scatter(shrunk[:, 0], shrunk[:, 1], s=1, color="tab:orange", alpha=0.3, linewidths=0)
@@ -180,6 +189,15 @@ def field_panels(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _device_of(denoiser) -> torch.device:
+    """Where a denoiser computes: the device of a module's first parameter or buffer; the CPU otherwise."""
+    if isinstance(denoiser, torch.nn.Module):
+        tensor = next(iter([*denoiser.parameters(), *denoiser.buffers()]), None)
+        if tensor is not None:
+            return tensor.device
+    return torch.device("cpu")
 
 
 def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, interval: int = 120):

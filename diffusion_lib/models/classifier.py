@@ -68,14 +68,17 @@ class DigitsClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations, x: (B, 1, 8, 8) in [-1, 1] → (B, feature_dim), after the GELU (each > -0.17)."""
+        """Penultimate activations, x: (B, 1, 8, 8) in [-1, 1] → (B, feature_dim), after the GELU (each > -0.17).
+
+        A measuring instrument takes images from anywhere: ``x`` may be on any device, and is moved to the
+        classifier's; the features are on the classifier's device."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 8, 8):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (B, 1, 8, 8), got {shape}")
-        return F.gelu(self.fc(self.conv(x).flatten(1)))
+        return F.gelu(self.fc(self.conv(x.to(self.fc.weight.device)).flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits, x: (B, 1, 8, 8) in [-1, 1] → (B, num_classes)."""
+        """Class logits, x: (B, 1, 8, 8) in [-1, 1] on any device → (B, num_classes) on the classifier's device."""
         return self.head(self.dropout(self.features(x)))
 
 

@@ -62,17 +62,21 @@ class ShapesClassifier(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 1024) -> dict[str, torch.Tensor]:
         """Attributes as in :class:`~diffusion_lib.data.shapes.CaptionedShapes`: count (N,) in {1, 2}; colour,
-        shape (N, 2) with -1 in slot 1 for one object; size (N,) with -1 for two objects."""
+        shape (N, 2) with -1 in slot 1 for one object; size (N,) with -1 for two objects.
+
+        ``images`` (N, 3, 16, 16) may be on any device: they are read on the classifier's, and the attributes come
+        back on the CPU, where the scenes they are compared with (:func:`adherence`) live."""
         was_training = self.training
         self.eval()
-        parts = [self(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        device = self.count.weight.device
+        parts = [self(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
         self.train(was_training)
         logits = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         count = logits["count"].argmax(-1) + 1
         colour, shape, size = logits["colour"].argmax(-1), logits["shape"].argmax(-1), logits["size"].argmax(-1)
         one = count == 1
         colour[one, 1], shape[one, 1], size[~one] = -1, -1, -1
-        return {"count": count, "colour": colour, "shape": shape, "size": size}
+        return {"count": count.cpu(), "colour": colour.cpu(), "shape": shape.cpu(), "size": size.cpu()}
 
 
 def loss(logits: dict[str, torch.Tensor], batch: CaptionedShapes) -> torch.Tensor:
