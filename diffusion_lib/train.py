@@ -11,9 +11,12 @@ Each optimisation step (Ho et al. 2020, Algorithm 1):
     EMA ← decay · EMA + (1 - decay) · weights            (decay warmed up as min(decay, (1 + step) / (10 + step)))
 
 Randomness comes from two generators on the training device, both seeded from ``seed``: ``data_generator`` (seed)
-picks minibatch indices and ``noise_generator`` (seed + 1) draws t and ε; dropout uses torch's global generator.
-Every rank of a distributed run draws the indices, t and ε of the whole global batch and trains on its own slice of
-it, so a run gives the same result on one process or on several (up to the order of floating-point sums).
+picks minibatch indices and ``noise_generator`` (seed + 1) draws t and ε. Every rank of a distributed run draws the
+indices, t and ε of the whole global batch and trains on its own slice of it. The masks of the model's
+:class:`~diffusion_lib.models.dropout.Dropout` layers are keyed by (seed, step, the example's index in the global
+batch, the layer) and drawn from no generator (:func:`~diffusion_lib.models.dropout.keyed_masks`). So a run gives the
+same result on one process or on several, dropout included, up to the order of floating-point sums (tested with two
+processes against one); a model with other random layers (``torch.nn.Dropout``) loses that.
 
 On a GPU nothing in the loop waits for the device: losses stay on it and are copied to the host every
 ``log_every`` steps, which is also when they are checked for NaN/inf.
@@ -38,6 +41,7 @@ from tqdm.auto import tqdm
 
 from diffusion_lib import checkpoints
 from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
+from diffusion_lib.models.dropout import example_keys, keyed_masks, number_layers
 from diffusion_lib.schedules import NoiseSchedule
 
 AMP_MODES = ("bf16", "fp16")
@@ -73,7 +77,7 @@ class Trainer:
         channels_last: keep the model's weights and its input in NHWC memory format (images (N, C, H, W) only);
             on a GPU, with bf16 and ``compile``, the fastest step measured (benchmarks/RESULTS.md).
         device: where to train; None means the device of the model's parameters.
-        seed: seeds the two generators (see the module docstring).
+        seed: seeds the two generators and keys the dropout masks (see the module docstring).
         log_every: how often losses are copied to the host and checked (one sync each time).
 
     Attributes:
@@ -155,6 +159,7 @@ class Trainer:
         self.device = torch.device(device)
         layout = torch.channels_last if channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=layout)
+        number_layers(self.model)  # each Dropout layer's part of its masks' key
         self.channels_last = channels_last
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False) if ema_decay is not None else None
         self.schedule = schedule
@@ -201,8 +206,9 @@ class Trainer:
             group["lr"] = self.lr_at(self.step)
         if self._cuda_graphs:  # a new step: the recorded graphs may reuse the memory of the last step's outputs
             torch.compiler.cudagraph_mark_step_begin()
-        x0, cond, t, noise = self._batch()
-        with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None):
+        x0, cond, t, noise, keys = self._batch()
+        with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None), \
+                keyed_masks(keys):
             losses, t = diffusion_loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
                                                    parameterization=self.parameterization)
         loss = losses.float().mean()
@@ -228,9 +234,10 @@ class Trainer:
         return self._forward(x_t, t, cond)
 
     def _batch(self):
-        """This rank's slice of the global batch: (x0, condition or None, t, ε)."""
+        """This rank's slice of the global batch: (x0, condition or None, t, ε, keys of the dropout masks)."""
         n, per_rank = self.batch_size, self.batch_size // self.world_size
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        keys = example_keys(self.seed, self.step, torch.arange(mine.start, mine.stop, device=self.device))
         index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
         t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
         noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
@@ -239,7 +246,7 @@ class Trainer:
         if self.cond_dropout > 0:
             drop = torch.rand(n, generator=self.noise_generator, device=self.device)[mine] < self.cond_dropout
             cond = self.model.drop_cond(cond, drop)
-        return self.data[index], cond, t, noise
+        return self.data[index], cond, t, noise, keys
 
     # ------------------------------------------------------------------ loops
     def fit(self, steps: int, *, progress: bool = False, checkpoint_every: int | None = None,
