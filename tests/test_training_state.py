@@ -22,7 +22,7 @@ DIGITS = load_digits("train")[0][:256]
 
 def _unet_trainer(seed=0, **kwargs):
     torch.manual_seed(seed)
-    model = unet_from_preset("digits_small", dropout=0.1)  # dropout: the global RNG must be restored too
+    model = unet_from_preset("digits_small", dropout=0.1)  # dropout: its masks must be drawn again exactly
     options = dict(batch_size=16, lr=1e-3, warmup_steps=2, ema_decay=0.99, log_every=2)
     return Trainer(model, NoiseSchedule.cosine(), DIGITS, **(options | kwargs))
 
@@ -102,7 +102,10 @@ def test_corrupt_truncated_or_mismatched_checkpoints_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"ck\.json is not valid JSON"):
         checkpoints.load(tmp_path / "ck")
     (tmp_path / "ck.json").write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(ValueError, match=r"is not a diffusion_lib\.checkpoint/1 checkpoint"):
+    with pytest.raises(ValueError, match=r"is not a diffusion_lib\.checkpoint/2 checkpoint \(format: .something"):
+        checkpoints.load(tmp_path / "ck")
+    (tmp_path / "ck.json").write_text(json.dumps({"format": "diffusion_lib.checkpoint/1"}))  # config not hashed
+    with pytest.raises(ValueError, match=r"not a diffusion_lib\.checkpoint/2 checkpoint \(format: .*checkpoint/1"):
         checkpoints.load(tmp_path / "ck")
     with pytest.raises(FileNotFoundError, match=r"missing\.json does not exist"):
         checkpoints.load(tmp_path / "missing")
