@@ -73,7 +73,11 @@ def test_sw_in_one_dimension_equals_the_exact_wasserstein_distance_for_unequal_s
 def test_sw_of_a_cloud_with_itself_or_a_permutation_of_it_is_zero():
     x = _normal(30, 4, seed=2)
     assert sliced_wasserstein(x, x, generator=_gen(0)).item() == 0.0
-    assert sliced_wasserstein(x, x[torch.randperm(30, generator=_gen(1))], generator=_gen(0)).item() == 0.0
+    # A row's projection x @ θ may round differently in its last bit at another position of the matrix (the BLAS
+    # kernel handles rows in blocks, and the blocking differs between CPUs: 2.7e-17 was measured on an AMD EPYC), so
+    # a permutation gives zero up to float64 rounding of projections of size ~1.
+    permuted = sliced_wasserstein(x, x[torch.randperm(30, generator=_gen(1))], generator=_gen(0)).item()
+    assert 0.0 <= permuted < 1e-14
 
 
 def test_sw_is_symmetric_for_equal_and_unequal_sizes():
