@@ -40,13 +40,13 @@ class NoiseSchedule:
 
     The coefficients, for :meth:`gather` (see the module docstring for why each is a table):
 
-        sqrt_alphas: sqrt(α_t), and sqrt_betas: sqrt(β_t), the one forward step.
-        sqrt_alphas_cumprod: sqrt(ᾱ_t), and sqrt_one_minus_alphas_cumprod: sqrt(1 - ᾱ_t), the closed form.
-        one_minus_alphas_cumprod: 1 - ᾱ_t, the variance of the noise in x_t.
-        sqrt_recip_alphas_cumprod: 1 / sqrt(ᾱ_t), and sqrt_recip_one_minus_alphas_cumprod: 1 / sqrt(1 - ᾱ_t),
-            the divisions of the ε / x̂_0 / v conversions.
-        posterior_mean_coef1: sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t), and posterior_mean_coef2:
-            sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t), the weights of x_0 and x_t in the posterior mean μ̃_t.
+    - sqrt_alphas: sqrt(α_t), and sqrt_betas: sqrt(β_t), the one forward step.
+    - sqrt_alphas_cumprod: sqrt(ᾱ_t), and sqrt_one_minus_alphas_cumprod: sqrt(1 - ᾱ_t), the closed form.
+    - one_minus_alphas_cumprod: 1 - ᾱ_t, the variance of the noise in x_t.
+    - sqrt_recip_alphas_cumprod: 1 / sqrt(ᾱ_t), and sqrt_recip_one_minus_alphas_cumprod: 1 / sqrt(1 - ᾱ_t),
+      the divisions of the ε / x̂_0 / v conversions.
+    - posterior_mean_coef1: sqrt(ᾱ_{t-1}) β_t / (1 - ᾱ_t), and posterior_mean_coef2:
+      sqrt(α_t) (1 - ᾱ_{t-1}) / (1 - ᾱ_t), the weights of x_0 and x_t in the posterior mean μ̃_t.
 
     ``TABLES`` names them all.
     """
