@@ -12,6 +12,8 @@ import numbers
 from collections.abc import Collection
 from typing import Any
 
+import torch
+
 
 def is_int(value: Any) -> bool:
     """True for an integer (Python or NumPy), False for a bool or anything else."""
@@ -66,4 +68,31 @@ def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is True or False; else ValueError naming ``name``."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+_DTYPE_KINDS = {
+    "integer": lambda d: not (d.is_floating_point or d.is_complex or d == torch.bool),
+    "bool": lambda d: d == torch.bool,
+    "float": lambda d: d.is_floating_point,
+}
+
+
+def check_tensor(name: str, value: Any, shape: tuple[int | str, ...], *, dtype: str | None = None,
+                 meaning: str = "") -> torch.Tensor:
+    """``value`` if it is a tensor of ``shape``, whose entries are sizes (int) or names of free sizes (str: any size,
+    e.g. ``("B", 3, 32, 32)``); ``dtype`` ("integer", "bool", "float" or None: any) restricts its kind. ``meaning``
+    spells the shape's sizes out in the message. Else ValueError naming ``name``, e.g. ``x_t must be a tensor of
+    shape (B, 1, 8, 8) = (B, in_channels, image_size, image_size), got (2, 1, 4, 4)``."""
+    ok = (isinstance(value, torch.Tensor) and value.ndim == len(shape)
+          and all(isinstance(want, str) or got == want for got, want in zip(value.shape, shape, strict=True))
+          and (dtype is None or _DTYPE_KINDS[dtype](value.dtype)))
+    if not ok:
+        expected = "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+        if not isinstance(value, torch.Tensor):
+            got = type(value).__name__
+        else:
+            got = str(tuple(value.shape)) + ("" if dtype is None else f" of dtype {value.dtype}")
+        kind = "a tensor" if dtype is None else f"{'an' if dtype == 'integer' else 'a'} {dtype} tensor"
+        raise ValueError(f"{name} must be {kind} of shape {expected}{f' = {meaning}' if meaning else ''}, got {got}")
     return value
