@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,13 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[s
     json_file, tensor_file = files(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    _atomic_write(tensor_file, lambda tmp: save_file(tensors, tmp))
-    record = {**meta, "format": FORMAT, "library_version": __version__, "tensors_sha256": _sha256(tensor_file)}
+    atomic_write(tensor_file, lambda tmp: save_file(tensors, tmp))
+    record = {**meta, "format": FORMAT, "library_version": __version__, "tensors_sha256": sha256_of(tensor_file)}
     record = json.loads(json.dumps(record))  # what the file will hold (tuples become lists), so the hash matches it
     record.pop("record_sha256", None)  # the hash of a record loaded and saved again is computed anew
     record["record_sha256"] = _record_sha256(record)
     text = json.dumps(record, indent=1, sort_keys=True)
-    _atomic_write(json_file, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(json_file, lambda tmp: Path(tmp).write_text(text))
     return path
 
 
@@ -86,7 +87,7 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
     if _record_sha256(recorded) != meta.get("record_sha256"):
         raise ValueError(f"{json_file} was changed after it was written: its record_sha256 "
                          f"{meta.get('record_sha256')} does not match its contents (a JSON edited by hand, or corrupt)")
-    actual = _sha256(tensor_file)
+    actual = sha256_of(tensor_file)
     if actual != meta.get("tensors_sha256"):
         raise ValueError(f"{tensor_file} does not match {json_file}: its SHA-256 is {actual}, the JSON records "
                          f"{meta.get('tensors_sha256')} (a corrupt file, or files from two different saves)")
@@ -161,50 +162,6 @@ def config_from_record(config_class, fields: Any, where: str):
         raise ValueError(f"{where}: {err}") from err
 
 
-def pretrained_path(name: str) -> Path:
-    """The path (without extension) of a checkpoint shipped with the library, e.g. ``"digits"``."""
-    available = sorted(p.stem for p in PRETRAINED.glob("*.json"))
-    if name not in available:
-        raise ValueError(f"no shipped checkpoint named {name!r}; available: {available}")
-    return PRETRAINED / name
-
-
-def load_pretrained_module(name: str, module_class, device="cpu"):
-    """A shipped network rebuilt as ``module_class(**meta["model_config"])`` with its weights, in eval mode on
-    ``device``; ``load(pretrained_path(name))[1]`` is its JSON record."""
-    tensors, meta = load(pretrained_path(name))
-    model = module_class(**meta["model_config"])
-    model.load_state_dict(tensors)
-    return model.to(device).eval()
-
-
-def train_and_save_main(argv: list[str] | None, *, command: str, name: str, description: str, train,
-                        summary, default_steps: int) -> int:
-    """The command line of the library's auxiliary models (reference classifiers, the pretrained text encoder, the
-    autoencoder): ``COMMAND [--out DIR] [--steps N] [--seed S]``.
-
-    ``train(steps, seed)`` returns (the trained module, its JSON record); the module is saved as ``OUT/NAME`` with the
-    record and the exact command, and ``summary(record)`` is printed with the paths written.
-    """
-    import argparse
-    import shlex
-    import sys
-
-    parser = argparse.ArgumentParser(prog=command, description=description)
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
-    parser.add_argument("--steps", type=int, default=default_steps,
-                        help=f"optimisation steps (default: {default_steps})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
-    if args.steps < 1:
-        parser.error(f"--steps must be >= 1, got {args.steps}")
-    model, record = train(args.steps, args.seed)
-    line = " ".join([command, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-    path = save(args.out / name, dict(model.state_dict()), {**record, "command": line})
-    print(f"{summary(record)}; wrote {path}.safetensors and {path}.json")
-    return 0
-
-
 def _base(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
@@ -216,16 +173,19 @@ def _record_sha256(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _sha256(file: Path) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file at ``path``, as 64 lowercase hexadecimal characters."""
     digest = hashlib.sha256()
-    with open(file, "rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _atomic_write(target: Path, write) -> Path:
-    """Call ``write(temporary_path)``, then move the temporary file onto ``target``; on failure remove it."""
+def atomic_write(target: Path, write: Callable[[str], Any]) -> Path:
+    """Call ``write(temporary_path)`` (a new file beside ``target``), then move it onto ``target`` with
+    ``os.replace``, so ``target`` is either its old self or complete; if ``write`` raises (a failed check included),
+    the temporary file is removed and the error goes on. The file gets the permissions of an ordinary new file."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(fd)
     try:

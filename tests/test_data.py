@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import diffusion_lib.data.mnist as mnist_module
+from diffusion_lib.checkpoints import sha256_of
 from diffusion_lib.data import (
     FileSpec,
     download,
@@ -18,7 +19,6 @@ from diffusion_lib.data import (
     load_fashion_mnist,
     load_mnist,
     read_idx,
-    sha256_of,
     swiss_roll,
     toy_2d,
     two_moons,

@@ -3,7 +3,7 @@ and CIFAR-10."""
 
 from .cifar import CIFAR10_CLASSES, load_cifar10, read_cifar_batch
 from .digits import load_digits
-from .downloads import download, read_idx, sha256_of
+from .downloads import download, read_idx
 from .mnist import FASHION_MNIST_CLASSES, FileSpec, load_fashion_mnist, load_mnist
 from .shapes import CaptionedShapes, captioned_shapes
 from .toys import TOY_2D_NAMES, eight_gaussians, swiss_roll, toy_2d, two_moons
@@ -23,7 +23,6 @@ __all__ = [
     "load_mnist",
     "read_cifar_batch",
     "read_idx",
-    "sha256_of",
     "swiss_roll",
     "toy_2d",
     "two_moons",

@@ -1,23 +1,24 @@
 """Checked downloads and the IDX file format.
 
-`download` fetches a file once, verifies its SHA-256 and only then moves it into place, so a file at the target
+`download` fetches a file once, verifies its SHA-256 and only then moves it into place (the atomic write and the
+hash of :mod:`diffusion_lib.checkpoints`), so a file at the target
 path is always complete and correct. A transfer has a deadline as a whole, not only a timeout per read, so a server
 that trickles bytes cannot hold a call forever. `read_idx` parses the IDX format of MNIST-like data sets.
 """
 
 import gzip
-import hashlib
 import math
 import os
 import re
 import struct
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from diffusion_lib.checkpoints import atomic_write, sha256_of
 
 _CHUNK = 1 << 20
 
@@ -28,15 +29,6 @@ NO_SIZE_DEADLINE = 3600.0
 
 # IDX type codes (third byte of the magic number) and their big-endian numpy dtypes.
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The SHA-256 of the file at `path`, as 64 lowercase hexadecimal characters."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _announced_size(response) -> int | None:
@@ -111,9 +103,9 @@ def download(
             return path
         path.unlink()  # known bad: never leave it where it could be mistaken for the real file
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(delete=False, dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with tmp:
+
+    def fetch_and_verify(tmp: str) -> None:
+        with open(tmp, "wb") as out:
             start = time.monotonic()
             limit = deadline
             try:
@@ -123,21 +115,19 @@ def download(
                         limit = NO_SIZE_DEADLINE if size is None else timeout + size / MIN_RATE
                     with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
                               disable=not progress) as bar:
-                        _copy(response, tmp, start + limit, bar)
+                        _copy(response, out, start + limit, bar)
             except _Overdue:
                 raise TimeoutError(
                     f"could not download {url} to {path}: not finished within the deadline of {limit:g} s "
-                    f"({tmp.tell()} bytes received)"
+                    f"({out.tell()} bytes received)"
                 ) from None
             except OSError as err:  # urllib.error.URLError and socket timeouts are OSErrors
                 raise OSError(f"could not download {url} to {path}: {err}") from err
-        actual = sha256_of(tmp.name)
+        actual = sha256_of(tmp)
         if actual != expected:
             raise ValueError(f"SHA-256 mismatch for {path.name} from {url}: expected {expected}, got {actual}")
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, fetch_and_verify)
     return path
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, from_tokens, to_tokens
-from diffusion_lib.train import _check_int
+from diffusion_lib.checks import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +38,8 @@ class AutoregressiveConfig:
 
     def __post_init__(self):
         for name in ("image_size", "dim", "depth", "heads"):
-            _check_int(name, getattr(self, name), low=1)
-        _check_int("levels", self.levels, low=2)
+            check_int(name, getattr(self, name), low=1)
+        check_int("levels", self.levels, low=2)
         if self.dim % self.heads:
             raise ValueError(f"dim must be divisible by heads, got dim={self.dim}, heads={self.heads}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
@@ -113,7 +113,7 @@ class AutoregressiveTransformer(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (n, 1, S, S) in [-1, 1], drawn pixel by pixel: x_i ~ p(x_i | x_<i) with ``generator``."""
-        _check_int("n", n, low=1)
+        check_int("n", n, low=1)
         device = self.position.device
         sequence = torch.full((n, 1), self.config.levels, dtype=torch.long, device=device)   # the start token
         for _ in range(self.length):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from diffusion_lib.train import _check_int
+from diffusion_lib.checks import check_int
 
 BETAS = (0.0, 0.9)
 
@@ -35,7 +35,7 @@ class GANConfig:
 
     def __post_init__(self):
         for name in ("image_size", "noise_dim", "channels"):
-            _check_int(name, getattr(self, name), low=1)
+            check_int(name, getattr(self, name), low=1)
         if self.image_size % 2:
             raise ValueError(f"image_size must be even, got {self.image_size}")
 
@@ -71,7 +71,7 @@ class GAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (n, 1, S, S) in [-1, 1]: G(z) with z ~ N(0, I) drawn with ``generator``."""
-        _check_int("n", n, low=1)
+        check_int("n", n, low=1)
         device = next(self.parameters()).device
         return self.generate(torch.randn(n, self.config.noise_dim, generator=generator, device=device))
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, to_tokens
-from diffusion_lib.train import _check_int
+from diffusion_lib.checks import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +43,8 @@ class VAEConfig:
 
     def __post_init__(self):
         for name in ("image_size", "latent_dim", "channels"):
-            _check_int(name, getattr(self, name), low=1)
-        _check_int("levels", self.levels, low=2)
+            check_int(name, getattr(self, name), low=1)
+        check_int("levels", self.levels, low=2)
         if self.image_size % 2:
             raise ValueError(f"image_size must be even, got {self.image_size}")
 
@@ -94,7 +94,7 @@ class VAE(nn.Module):
         """The importance-weighted bound IWAE_K(x) in nats per image, (B,): logsumexp_k log w_k - log K with
         log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x), z_k ~ q(z | x) drawn with ``generator``.
         K = 1 equals the ELBO in expectation; it rises towards log p(x) with K."""
-        _check_int("k", k, low=1)
+        check_int("k", k, low=1)
         tokens = to_tokens(x, self.config.levels)
         mean, log_var = self.encode(x)
         std = (0.5 * log_var).exp()
@@ -116,7 +116,7 @@ class VAE(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images (n, 1, S, S) in [-1, 1]: z ~ N(0, I) decoded to each pixel's expected grey level (the mean of
         its categorical, not a draw from it)."""
-        _check_int("n", n, low=1)
+        check_int("n", n, low=1)
         device = next(self.parameters()).device
         return self.mean_image(torch.randn(n, self.config.latent_dim, generator=generator, device=device))
 

@@ -21,41 +21,55 @@ move them far.
 Remake the shipped weights (2,000 steps, about 20 s on one CPU thread; 99.44% test accuracy with seed 0, and
 98.9% to 99.4% over seeds 0 to 3):
 
-    python -m diffusion_lib.models.classifier --out diffusion_lib/pretrained
+    python -m diffusion_lib.recipes.digits_classifier --out diffusion_lib/pretrained
+
+Load the shipped one with ``diffusion_lib.pretrained.load("digits_classifier").model``.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-COMMAND = "python -m diffusion_lib.models.classifier"
-CHECKPOINT_SUFFIX = "_classifier"  # the shipped reference classifier of data set NAME is NAME_classifier.*
+from diffusion_lib.checks import check_int, check_real
+
+
+@dataclass(frozen=True)
+class DigitsClassifierConfig:
+    """Every setting of :class:`DigitsClassifier`; checked on creation.
+
+    Attributes:
+        width: channels of the first conv; the next two have 2·width and 4·width.
+        feature_dim: size of the penultimate layer, whose (post-GELU) activations are the metrics' feature space.
+        num_classes: number of classes (10 digits).
+        dropout: dropout before the last layer (training only), in [0, 1).
+    """
+
+    width: int = 16
+    feature_dim: int = 128
+    num_classes: int = 10
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("width", "feature_dim", "num_classes"):
+            check_int(name, getattr(self, name), low=1)
+        check_real("dropout", self.dropout, low=0, high=1, high_open=True)
 
 
 class DigitsClassifier(nn.Module):
     """CNN for (B, 1, 8, 8) images in [-1, 1]: ``forward`` gives logits (B, num_classes), ``features`` (B, feature_dim).
 
     Args:
-        width: channels of the first conv; the next two have 2·width and 4·width.
-        feature_dim: size of the penultimate layer, whose (post-GELU) activations are the metrics' feature space.
-        num_classes: number of classes (10 digits).
-        dropout: dropout before the last layer (training only).
+        config: its settings (:class:`DigitsClassifierConfig`; the defaults when None).
     """
 
-    def __init__(self, width: int = 16, feature_dim: int = 128, num_classes: int = 10, dropout: float = 0.2):
+    def __init__(self, config: DigitsClassifierConfig | None = None):
         super().__init__()
-        for name, value in (("width", width), ("feature_dim", feature_dim), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.config = {"width": width, "feature_dim": feature_dim, "num_classes": num_classes, "dropout": dropout}
+        self.config = config = config or DigitsClassifierConfig()
+        width, feature_dim, num_classes = config.width, config.feature_dim, config.num_classes
         self.conv = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
@@ -64,7 +78,7 @@ class DigitsClassifier(nn.Module):
             nn.MaxPool2d(2),                                                   # (B, 4w, 2, 2)
         )
         self.fc = nn.Linear(4 * width * 4, feature_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,97 +122,3 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
                   for i in range(0, len(images), batch_size))
     model.train(was_training)
     return correct / len(images)
-
-
-def train_classifier(
-    steps: int = 2000,
-    seed: int = 0,
-    *,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
-    noise_std: float = 0.1,
-    shift_prob: float = 0.5,
-    progress: bool = False,
-) -> tuple[DigitsClassifier, dict[str, Any]]:
-    """Train a :class:`DigitsClassifier` on ``load_digits("train")`` and score it on ``load_digits("test")``.
-
-    AdamW (lr, weight decay) with a cosine decay of the learning rate to 0 over ``steps``, cross-entropy on batches
-    of ``batch_size`` drawn with replacement, each batch augmented by :func:`augment`. The initial weights come from
-    ``torch.manual_seed(seed)``, which also drives dropout (this sets the global generator, as model building
-    elsewhere in the library does); batches and augmentation come from a generator seeded with ``seed``. Training
-    runs on one CPU thread (restored afterwards): the convolutions are so small that a second thread only costs
-    synchronisation, and one thread makes the weights independent of the core count, so two runs on the same
-    machine give the same weights (other CPUs may round differently).
-
-    Returns:
-        (the model in eval mode, on the CPU, and a record: steps, seed, test_accuracy, train_seconds, the settings).
-    """
-    from diffusion_lib.data import load_digits
-
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    images, labels = load_digits("train")
-    test_images, test_labels = load_digits("test")
-    torch.manual_seed(seed)
-    model = DigitsClassifier()
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the convs are tiny: one thread is fastest, and the result then ignores the core count
-    start = time.perf_counter()
-    try:
-        _fit(model, images, labels, test_images, test_labels, optimizer, schedule, generator, steps, batch_size,
-             noise_std, shift_prob, progress)
-    finally:
-        torch.set_num_threads(threads)
-    seconds = time.perf_counter() - start
-    model.eval()
-    record = {"steps": steps, "seed": seed, "test_accuracy": accuracy(model, test_images, test_labels),
-              "train_seconds": round(seconds, 1), "model_config": model.config,
-              "train": {"batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "noise_std": noise_std,
-                        "shift_prob": shift_prob, "optimizer": "AdamW, cosine decay to 0"},
-              "data": "load_digits('train'); test_accuracy on load_digits('test')",
-              "torch_version": torch.__version__}
-    return model, record
-
-
-def _fit(model, images, labels, test_images, test_labels, optimizer, schedule, generator, steps, batch_size,
-         noise_std, shift_prob, progress) -> None:
-    for step in range(steps):
-        idx = torch.randint(0, len(images), (batch_size,), generator=generator)
-        loss = F.cross_entropy(model(augment(images[idx], generator, noise_std=noise_std, shift_prob=shift_prob)),
-                               labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if progress and (step + 1) % 500 == 0:
-            print(f"step {step + 1}/{steps}: loss {loss.item():.4f}, "
-                  f"test accuracy {accuracy(model, test_images, test_labels):.4f}", flush=True)
-
-
-def load_reference_classifier(name: str = "digits", device: str | torch.device = "cpu") -> DigitsClassifier:
-    """The shipped reference classifier of data set ``name`` (``diffusion_lib/pretrained/NAME_classifier.*``), in
-    eval mode. Its JSON record (how it was made, its test accuracy) is ``checkpoints.load(path)[1]``."""
-    from diffusion_lib import checkpoints
-
-    return checkpoints.load_pretrained_module(name + CHECKPOINT_SUFFIX, DigitsClassifier, device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from diffusion_lib import checkpoints
-
-    return checkpoints.train_and_save_main(
-        argv, command=COMMAND, name="digits" + CHECKPOINT_SUFFIX, default_steps=2000,
-        description="Train the reference digits classifier of the image metrics and write "
-                    "OUT/digits_classifier.safetensors + .json.",
-        train=lambda steps, seed: train_classifier(steps, seed, progress=True),
-        summary=lambda r: f"test accuracy {r['test_accuracy']:.4f} after {r['steps']} steps in "
-                          f"{r['train_seconds']:.0f} s")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,40 +13,50 @@ A hidden word is fed as id 0, the padding id, whose embedding is fixed at zero, 
 encoder sees "a word is here" and its position, not which word. The encoder's vocabulary must be the one the
 diffusion model's tokenizer builds from its training captions (checked when it is loaded into a model).
 
-Remake the shipped encoder (about a minute on a 2-core CPU):
-
-    python -m diffusion_lib.models.text_pretraining --out diffusion_lib/pretrained
+The recipe that pretrains the shipped encoder is :mod:`diffusion_lib.recipes.text_encoder`; load it with
+``diffusion_lib.pretrained.load("shapes_text_encoder").model`` (a :class:`MaskedWordModel`, whose ``encoder`` goes
+into a text-conditioned U-Net).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffusion_lib.data.shapes import captioned_shapes
-from diffusion_lib.train import fit_on_one_thread
+from diffusion_lib.checks import check_int
 
-from .text import TextEncoder, Tokenizer
+from .text import TextEncoder
 
-COMMAND = "python -m diffusion_lib.models.text_pretraining"
-NAME = "shapes_text_encoder"
-# the vocabulary is that of the diffusion models' training captions (configs/shapes_text.toml: 30,000 scenes of
-# seed 0); the encoder learns from other captions: 30,000 of seed 2 to train, 2,000 of seed 3 to score
-VOCAB_DRAW, TRAIN_DRAW, TEST_DRAW = (30000, 0), (30000, 2), (2000, 3)
-TWO_OBJECT_FRACTION = 0.7
+
+@dataclass(frozen=True)
+class MaskedWordConfig:
+    """Every setting of :class:`MaskedWordModel`: the vocabulary's size and the :class:`~diffusion_lib.models.text.
+    TextEncoder`'s width ``dim``, ``depth`` (layers), ``heads`` and ``max_len`` (tokens)."""
+
+    vocab_size: int
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    max_len: int = 16
+
+    def __post_init__(self) -> None:
+        check_int("vocab_size", self.vocab_size, low=2)
+        for name in ("dim", "depth", "heads", "max_len"):
+            check_int(name, getattr(self, name), low=1)
 
 
 class MaskedWordModel(nn.Module):
     """A :class:`TextEncoder` with a linear head that predicts every position's word: ids (B, L), mask (B, L) →
     logits (B, L, vocab)."""
 
-    def __init__(self, vocab_size: int, dim: int = 64, depth: int = 2, heads: int = 4, max_len: int = 16):
+    def __init__(self, config: MaskedWordConfig):
         super().__init__()
-        self.encoder = TextEncoder(vocab_size, dim, depth, heads, max_len)
-        self.head = nn.Linear(dim, vocab_size)
+        self.config = config
+        self.encoder = TextEncoder(config.vocab_size, config.dim, config.depth, config.heads, config.max_len)
+        self.head = nn.Linear(config.dim, config.vocab_size)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(ids, mask))
@@ -70,73 +80,3 @@ def masked_word_loss(model: MaskedWordModel, ids: torch.Tensor, mask: torch.Tens
     target = ids[hidden]
     loss = F.cross_entropy(logits[hidden], target)
     return loss, (logits[hidden].argmax(-1) == target).float().mean()
-
-
-def pretrain(steps: int = 3000, seed: int = 0, *, dim: int = 64, depth: int = 2, heads: int = 4, max_len: int = 16,
-             rate: float = 0.25, batch_size: int = 128, lr: float = 1e-3,
-             progress: bool = False) -> tuple[MaskedWordModel, Tokenizer, dict[str, Any]]:
-    """Pretrain a :class:`MaskedWordModel` on captions alone (see the module docstring); one CPU thread (restored
-    afterwards) so the weights do not depend on the core count.
-
-    Returns:
-        (the model in eval mode, its tokenizer, a record: settings, masked-word test accuracy, train_seconds).
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    tokenizer = Tokenizer.from_captions(captioned_shapes(*VOCAB_DRAW, two_object_fraction=TWO_OBJECT_FRACTION).captions)
-    ids, mask = tokenizer.encode(captioned_shapes(*TRAIN_DRAW, two_object_fraction=TWO_OBJECT_FRACTION).captions,
-                                 max_len)
-    torch.manual_seed(seed)
-    model = MaskedWordModel(len(tokenizer), dim, depth, heads, max_len)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-
-    def batch_loss() -> torch.Tensor:
-        idx = torch.randint(0, len(ids), (batch_size,), generator=generator)
-        return masked_word_loss(model, ids[idx], mask[idx], hide_words(ids[idx], mask[idx], rate, generator))[0]
-
-    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, progress=progress)
-    model.eval()
-    test_ids, test_mask = tokenizer.encode(captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
-                                           .captions, max_len)
-    with torch.no_grad():
-        hidden = hide_words(test_ids, test_mask, rate, torch.Generator().manual_seed(1))
-        test_loss, test_accuracy = masked_word_loss(model, test_ids, test_mask, hidden)
-    record = {"steps": steps, "seed": seed, "train_seconds": round(seconds, 1),
-              "encoder_config": {"vocab_size": len(tokenizer), "dim": dim, "depth": depth, "heads": heads,
-                                 "max_len": max_len},
-              "vocab": list(tokenizer.vocab), "rate": rate, "batch_size": batch_size, "lr": lr,
-              "test": f"{TEST_DRAW[0]:,} captions drawn with seed {TEST_DRAW[1]}",
-              "test_loss": round(test_loss.item(), 4), "test_accuracy": round(test_accuracy.item(), 4),
-              "torch_version": torch.__version__}
-    return model, tokenizer, record
-
-
-def load_pretrained_encoder(name_or_path: str = NAME) -> tuple[TextEncoder, dict[str, Any]]:
-    """A pretrained :class:`TextEncoder` (shipped name or path written by :func:`main`) and its JSON record, whose
-    ``vocab`` is the vocabulary it reads."""
-    from diffusion_lib import checkpoints
-
-    tensors, meta = checkpoints.load(checkpoints.resolve(name_or_path))
-    encoder = TextEncoder(**meta["encoder_config"])
-    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in tensors.items() if k.startswith("encoder.")})
-    return encoder.eval(), meta
-
-
-def main(argv: list[str] | None = None) -> int:
-    from diffusion_lib import checkpoints
-
-    def train(steps: int, seed: int):
-        model, _, record = pretrain(steps, seed, progress=True)
-        return model, record
-
-    return checkpoints.train_and_save_main(
-        argv, command=COMMAND, name=NAME, default_steps=3000, train=train,
-        description="Pretrain the text encoder on captions alone (masked words) and write "
-                    "OUT/shapes_text_encoder.safetensors + .json.",
-        summary=lambda r: f"masked-word test accuracy {r['test_accuracy']} after {r['steps']} steps in "
-                          f"{r['train_seconds']:.0f} s")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffusion_lib import checkpoints
+from diffusion_lib.checks import check_int, is_real
 from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
 from diffusion_lib.models.dropout import example_keys, keyed_masks, number_layers
 from diffusion_lib.schedules import NoiseSchedule
@@ -124,22 +125,22 @@ class Trainer:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                     raise ValueError(f"{name} must be a tensor with one row per example, shape ({data.shape[0]}, "
                                      f"...), got {shape}")
-        if not _is_real(cond_dropout) or not 0 <= cond_dropout < 1:
+        if not is_real(cond_dropout) or not 0 <= cond_dropout < 1:
             raise ValueError(f"cond_dropout must be a number in [0, 1), got {cond_dropout!r}")
         if cond_dropout > 0 and (cond is None or not hasattr(model, "drop_cond")):
             raise ValueError("cond_dropout > 0 needs a cond and a model with a drop_cond(cond, drop) method")
-        _check_int("batch_size", batch_size, low=1)
-        _check_int("warmup_steps", warmup_steps, low=0)
-        _check_int("seed", seed, low=0)
-        _check_int("log_every", log_every, low=1)
-        _check_int("n_buckets", n_buckets, low=1)
-        if not _is_real(lr) or not lr > 0:
+        check_int("batch_size", batch_size, low=1)
+        check_int("warmup_steps", warmup_steps, low=0)
+        check_int("seed", seed, low=0)
+        check_int("log_every", log_every, low=1)
+        check_int("n_buckets", n_buckets, low=1)
+        if not is_real(lr) or not lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not _is_real(weight_decay) or not weight_decay >= 0:
+        if not is_real(weight_decay) or not weight_decay >= 0:
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-        if grad_clip is not None and (not _is_real(grad_clip) or not grad_clip > 0):
+        if grad_clip is not None and (not is_real(grad_clip) or not grad_clip > 0):
             raise ValueError(f"grad_clip must be a finite number > 0 or None, got {grad_clip!r}")
-        if ema_decay is not None and (not _is_real(ema_decay) or not 0 < ema_decay < 1):
+        if ema_decay is not None and (not is_real(ema_decay) or not 0 < ema_decay < 1):
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
         if parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
@@ -268,9 +269,9 @@ class Trainer:
             FloatingPointError: a loss was NaN or infinite; it names the first such step. Training may have gone on
                 for up to ``log_every - 1`` steps after it: discard the model.
         """
-        _check_int("steps", steps, low=0)
+        check_int("steps", steps, low=0)
         if checkpoint_every is not None:
-            _check_int("checkpoint_every", checkpoint_every, low=1)
+            check_int("checkpoint_every", checkpoint_every, low=1)
         self.model.train()
         pending: list[torch.Tensor] = []
         start = time.perf_counter() - self.train_seconds
@@ -397,31 +398,6 @@ class Trainer:
         return meta
 
 
-def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int, batch_loss, *,
-                      scheduler=None, progress: bool = False) -> float:
-    """The plain loop of the library's auxiliary models (the shapes classifier, the text encoder, the autoencoder):
-    ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and scheduler step.
-
-    Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; prints the loss
-    every 500 steps with ``progress``. Returns the wall time in seconds.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    try:
-        model.train()
-        for step in range(steps):
-            loss = batch_loss()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{steps}: loss {loss.item():.5f}", flush=True)
-    finally:
-        torch.set_num_threads(threads)
-    return time.perf_counter() - start
 
 
 def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
@@ -451,18 +427,3 @@ def _map(cond, fn):
     if cond is None:
         return None
     return {k: fn(v) for k, v in cond.items()} if isinstance(cond, dict) else fn(cond)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_int(name: str, value, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-if __name__ == "__main__":
-    from diffusion_lib.cli import main
-
-    raise SystemExit(main())

@@ -1,10 +1,13 @@
-"""The training loop of the VAE, the GAN and the autoregressive model: one plain function, :func:`train_family`.
+"""The two plain training loops beside :class:`~diffusion_lib.train.trainer.Trainer`.
 
-Each step draws a minibatch uniformly with replacement from the training images, with a ``data_generator`` seeded
-``seed`` (as :class:`diffusion_lib.train.Trainer` does), and hands it to the model's ``training_step(batch,
-optimizers, noise_generator)``, which takes its own optimiser step(s) and returns its named losses; the noise
-generator (seed + 1) draws the VAE's ε and the GAN's z. The model's initial weights (and dropout) come from torch's
-global generator: seed it before building the model.
+- :func:`fit_on_one_thread`: the loop of the library's auxiliary models (the reference classifiers, the text
+  encoder, the autoencoder), on one CPU thread so that their weights do not depend on the core count.
+- :func:`train_family`: the loop of the VAE, the GAN and the autoregressive model of :mod:`diffusion_lib.families`.
+  Each step draws a minibatch uniformly with replacement from the training images, with a ``data_generator`` seeded
+  ``seed`` (as :class:`~diffusion_lib.train.trainer.Trainer` does), and hands it to the model's
+  ``training_step(batch, optimizers, noise_generator)``, which takes its own optimiser step(s) and returns its named
+  losses; the noise generator (seed + 1) draws the VAE's ε and the GAN's z. The model's initial weights (and
+  dropout) come from torch's global generator: seed it before building the model.
 """
 
 from __future__ import annotations
@@ -12,12 +15,41 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffusion_lib.train import _check_int, _is_real
+from diffusion_lib.checks import check_int, check_real
+
+
+def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int,
+                      batch_loss: Callable[[], torch.Tensor], *,
+                      scheduler=None, progress: bool = False) -> float:
+    """The plain loop of the library's auxiliary models (the shapes classifier, the text encoder, the autoencoder):
+    ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and scheduler step.
+
+    Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; prints the loss
+    every 500 steps with ``progress``. Returns the wall time in seconds.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        model.train()
+        for step in range(steps):
+            loss = batch_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if progress and (step + 1) % 500 == 0:
+                print(f"step {step + 1}/{steps}: loss {loss.item():.5f}", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return time.perf_counter() - start
 
 
 @dataclasses.dataclass
@@ -50,11 +82,10 @@ def train_family(model: nn.Module, images: torch.Tensor, *, steps: int, batch_si
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor of shape (N, 1, S, S) with N >= 1, got {shape}")
-    _check_int("steps", steps, low=0)
-    _check_int("batch_size", batch_size, low=1)
-    _check_int("seed", seed, low=0)
-    if not _is_real(lr) or not lr > 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    check_int("steps", steps, low=0)
+    check_int("batch_size", batch_size, low=1)
+    check_int("seed", seed, low=0)
+    check_real("lr", lr, low=0, low_open=True)
     data_generator = torch.Generator(images.device).manual_seed(seed)
     noise_generator = torch.Generator(images.device).manual_seed(seed + 1)
     optimizers = model.optimizers(float(lr))

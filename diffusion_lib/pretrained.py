@@ -1,0 +1,105 @@
+"""One way to load any model the library saves, shipped with it or trained by you: :func:`load`.
+
+    model, schedule, record = load("digits")                   # a denoiser and its noise schedule
+    classifier = load("digits_classifier").model               # any other model: schedule is None
+    model, schedule, record = load("runs/digits-ema")          # a checkpoint you trained, by path
+
+``name_or_path`` is resolved by :func:`diffusion_lib.checkpoints.resolve`: a path whose ``.json`` exists, else the
+name of a checkpoint shipped in ``diffusion_lib/pretrained/``. Every checkpoint's record names its ``model_class``
+and holds every field of that class's frozen dataclass config (``model_config``); the model is rebuilt as
+``model_class(config)`` (:data:`MODELS`) and its weights loaded after the integrity check of
+:func:`diffusion_lib.checkpoints.load`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from diffusion_lib import checkpoints
+from diffusion_lib.checks import is_real
+from diffusion_lib.families import FAMILIES
+from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
+from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
+from diffusion_lib.models.shapes_classifier import ShapesClassifier, ShapesClassifierConfig
+from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig
+from diffusion_lib.models.text_pretraining import MaskedWordConfig, MaskedWordModel
+from diffusion_lib.models.unet import UNet, UNetConfig
+from diffusion_lib.schedules import NoiseSchedule
+
+# a record's model_class → (the class, its config class); the denoisers also carry a noise schedule
+DENOISERS = {"UNet": (UNet, UNetConfig), "TextConditionedUNet": (TextConditionedUNet, TextUNetConfig)}
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    **DENOISERS,
+    **{model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()},
+    **{model_class.__name__: (model_class, config_class) for model_class, config_class in (
+        (DigitsClassifier, DigitsClassifierConfig), (ShapesClassifier, ShapesClassifierConfig),
+        (Autoencoder, AutoencoderConfig), (MaskedWordModel, MaskedWordConfig))},
+}
+
+
+class Pretrained(NamedTuple):
+    """What :func:`load` returns; unpacks as ``model, schedule, record``."""
+
+    model: nn.Module
+    """The network, in eval mode on the device asked for."""
+    schedule: NoiseSchedule | None
+    """The noise schedule a denoiser was trained with; None for any other model."""
+    record: dict[str, Any]
+    """The checkpoint's JSON record: how it was made (``command``, ``config``) and what it measured."""
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Pretrained:
+    """Load a saved model in one call: a shipped name (``"digits"``, ``"shapes_classifier"``, ...) or a path (with or
+    without ``.json``), e.g. ``runs/digits-ema`` written by ``python -m diffusion_lib.train``.
+
+    A denoiser (a ``UNet`` or ``TextConditionedUNet``) carries ``clip_x0``, the bound of the data it was trained on
+    (1.0 for pixels in [-1, 1]; None for latents), which the samplers apply by default, and comes with its
+    :class:`~diffusion_lib.schedules.NoiseSchedule`: ``sample_ddim(model, x_T, schedule)`` gives valid images.
+
+    Returns:
+        :class:`Pretrained` (model in eval mode on ``device``, its schedule or None, the JSON record).
+
+    Raises:
+        FileNotFoundError: no such checkpoint (neither a path nor a shipped name; the message lists the shipped ones).
+        ValueError: the files are not a whole, unchanged checkpoint (see :func:`diffusion_lib.checkpoints.load`), or
+            the record is not a loadable model: a training state (``OUT/NAME``, written for ``--resume``), or a
+            record that lacks a key or a model config field (the message names the file and the key).
+    """
+    path = checkpoints.resolve(name_or_path)
+    tensors, record = checkpoints.load(path)
+    json_file = checkpoints.files(path)[0]
+    if "optimizer_param_groups" in record:
+        raise ValueError(f"{json_file} is a training state (written for --resume), not an exported model; load "
+                         f"{path.parent / (path.name + '-ema')} instead")
+    denoiser = record.get("model_class") in DENOISERS
+    required = [("model_class", f"one of {sorted(MODELS)}"), ("model_config", "the model's config")]
+    if denoiser:
+        required += [("config", "the training config"), ("clip_x0", "a number or null")]
+    for key, expected in required:
+        if key not in record:
+            raise ValueError(f"{json_file} lacks the key {key!r} ({expected}) of an exported model")
+    if record["model_class"] not in MODELS:
+        raise ValueError(f"{json_file}: model_class must be one of {sorted(MODELS)}, got {record['model_class']!r}")
+    model_class, config_class = MODELS[record["model_class"]]
+    schedule = _schedule(record, json_file) if denoiser else None
+    model = model_class(checkpoints.config_from_record(config_class, record["model_config"],
+                                                       f"{json_file}: model_config"))
+    model.load_state_dict(tensors)
+    if denoiser:
+        model.clip_x0 = None if record["clip_x0"] is None else float(record["clip_x0"])
+    return Pretrained(model.to(device).eval(), schedule, record)
+
+
+def _schedule(record: dict[str, Any], json_file) -> NoiseSchedule:
+    """The noise schedule of an exported denoiser's record, after checking its ``clip_x0`` and ``config.schedule``."""
+    clip_x0 = record["clip_x0"]
+    if clip_x0 is not None and (not is_real(clip_x0) or clip_x0 <= 0):
+        raise ValueError(f"{json_file}: clip_x0 must be a number > 0 or null, got {clip_x0!r}")
+    schedule_config = record["config"].get("schedule") if isinstance(record["config"], dict) else None
+    if not isinstance(schedule_config, dict) or not {"name", "T"} <= schedule_config.keys():
+        raise ValueError(f"{json_file}: config.schedule must hold the schedule's name and T, got {schedule_config!r}")
+    return NoiseSchedule.from_name(schedule_config["name"], schedule_config["T"])

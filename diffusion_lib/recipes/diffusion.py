@@ -1,0 +1,168 @@
+"""Recipe: the diffusion models of the book, from a checked training config (:mod:`diffusion_lib.train.config`)
+to an exported denoiser; ``python -m diffusion_lib.train CONFIG`` runs it.
+
+The command writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
+``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and the model's config only: what
+:func:`diffusion_lib.pretrained.load` loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from diffusion_lib import __version__, checkpoints
+from diffusion_lib import data as datasets
+from diffusion_lib.editing import degrade
+from diffusion_lib.losses import evaluate_loss
+from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
+from diffusion_lib.models.unet import PRESETS, UNet
+from diffusion_lib.pretrained import load
+from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.train import Trainer
+from diffusion_lib.train.config import SHAPES_TEST
+from diffusion_lib.train.runs import StopRequest
+
+
+def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, Any]:
+    """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
+    captions); with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
+    root = Path(data["root"]).expanduser()
+    name = data["dataset"]
+    if name == "shapes":
+        n, seed = (data["n_train"], 0) if split == "train" else SHAPES_TEST
+        shapes = datasets.captioned_shapes(n, seed, two_object_fraction=data["two_object_fraction"])
+        images, labels = shapes.images, shapes.captions
+    elif name == "digits":
+        images, labels = datasets.load_digits(split)
+    else:
+        loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
+                  "cifar10": datasets.load_cifar10}[name]
+        images, labels = loader(root, split)
+    if data["latent"]:
+        images = load(data["latent"]).model.encode(images)
+    return images, labels
+
+
+def build(config: dict[str, dict[str, Any]], device: torch.device):
+    """(model, schedule, data, cond) for a checked config; cond is what :func:`condition` gives."""
+    name = config["model"]["preset"]
+    if name not in PRESETS:
+        raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
+    images, labels = load_data(config["data"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
+    if config["data"]["class_conditional"]:
+        overrides.setdefault("num_classes", int(labels.max()) + 1)
+    if config["data"]["low_resolution"]:
+        overrides.setdefault("cond_channels", images.shape[1])
+    torch.manual_seed(config["train"]["seed"])  # the model's initial weights
+    if "text" in config:
+        text = dict(config["text"])
+        pretrained = text.pop("encoder")
+        unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
+        model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(labels).vocab, **text))
+        if pretrained:
+            masked_word_model, _, encoder_record = load(pretrained)
+            model.load_encoder(masked_word_model.encoder, encoder_record["vocab"])
+    else:
+        model = UNet(dataclasses.replace(PRESETS[name], **overrides))
+    model = model.to(device)
+    schedule = NoiseSchedule.from_name(config["schedule"]["name"], config["schedule"]["T"])
+    return model, schedule, images, condition(config, model, images, labels)
+
+
+def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
+    """The ``cond`` of each example for a config: class labels, tokenised captions, the low-resolution image of a
+    super-resolution model, or None."""
+    if "text" in config:
+        return {k: v.cpu() for k, v in model.encode_prompts(labels).items()}
+    if config["data"]["class_conditional"]:
+        return labels
+    if config["data"]["low_resolution"]:
+        return {"image": degrade(images, config["data"]["low_resolution"])}
+    return None
+
+
+def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path:
+    """Write the EMA weights (or the raw ones without EMA) and what is needed to rebuild the model, with
+    ``clip_x0``, the bound of its data (1.0 for pixels in [-1, 1], None for latents), which the samplers apply.
+
+    The record names ``model_class`` and ``model_config``, which :func:`diffusion_lib.pretrained.load` rebuilds the
+    model from. With ``test_data`` = (images, labels), the JSON also records the denoising loss on it
+    (:func:`diffusion_lib.losses.evaluate_loss`, seed 0), a number anyone can check again after loading.
+    """
+    model = trainer.ema_model if trainer.ema_model is not None else trainer.model
+    record = {**meta, "model_class": type(trainer.model).__name__,
+              "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
+              "weights": "ema" if trainer.ema_model is not None else "raw",
+              "clip_x0": None if meta["config"]["data"]["latent"] else 1.0}  # pixels lie in [-1, 1]
+    if test_data is not None:
+        images, cond = test_data
+        cond = {k: v.to(trainer.device) for k, v in cond.items()} if isinstance(cond, dict) else cond
+        cond = cond.to(trainer.device) if isinstance(cond, torch.Tensor) else cond
+        record["test_loss"] = evaluate_loss(model, images.to(trainer.device), trainer.schedule, cond=cond, seed=0)
+    return checkpoints.save(path, dict(model.state_dict()), record)
+
+
+def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: Path, export_path: Path, *,
+                     command: str, resume: bool) -> int:
+    """Train the model of a checked config (:func:`diffusion_lib.train.config.read_config`) to ``steps`` steps,
+    saving the resumable training state at ``state_path`` every ``train.checkpoint_every`` steps, then export the
+    EMA denoiser to ``export_path``; under ``torchrun``, on every process (rank 0 logs and writes).
+
+    Returns:
+        The exit status: 0 done, 128 + the signal's number after SIGINT or SIGTERM (a resumable state saved first).
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    rank = dist.get_rank() if distributed else 0
+
+    try:
+        model, schedule, images, cond = build(config, device)
+        t = config["train"]
+        trainer = Trainer(model, schedule, images, cond=cond, cond_dropout=float(t["cond_dropout"]),
+                          batch_size=t["batch_size"], lr=float(t["lr"]),
+                          weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
+                          grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]),
+                          ema_decay=t["ema_decay"], amp=None if t["amp"] == "none" else t["amp"],
+                          compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"])
+        if resume:
+            trainer.load_state(state_path)
+            if rank == 0:
+                print(f"resumed from {state_path} at step {trainer.step}")
+        meta = {"config": config, "command": command, "world_size": trainer.world_size,
+                "torch_version": torch.__version__, "library_version": __version__}
+        if rank == 0:
+            print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
+                  f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
+        with StopRequest() as stop:
+            trainer.fit(max(steps - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
+                        checkpoint_path=state_path, meta=meta, should_stop=stop)
+        if stop.received is not None:
+            if rank == 0:
+                print(f"{signal.Signals(stop.received).name}: stopped at step {trainer.step} of {steps} and saved "
+                      f"{state_path}; continue with --resume", file=sys.stderr)
+            return 128 + stop.received
+        if rank == 0:
+            seconds = trainer.train_seconds  # over every run of a resumed training
+            test_images, test_labels = load_data(config["data"], "test")
+            export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
+                                                   "final_loss": trainer.history[-1] if trainer.history else None},
+                            test_data=(test_images, condition(config, model, test_images, test_labels)))
+            print(f"done in {seconds:.0f} s; wrote {state_path}.* and {export_path}.*")
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,258 @@
+"""Training configs: the TOML files of ``python -m diffusion_lib.train CONFIG``, read and checked before any training.
+
+CONFIG is a TOML file, or the name of a config shipped with the package (``digits``, ``shapes_text``, ...: the files
+of ``diffusion_lib/configs/``, so the command works after ``pip install`` as in a clone). A config has four tables;
+every key is checked before training starts, and an unknown key, a value of the wrong type or out of range, or a
+missing file is a one-line error that names the key and the file::
+
+    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes", root (download cache),
+                class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with
+                seed 1), two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on
+                each image downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an
+                autoencoder (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
+                diffusion; "" = the pixels)
+    [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
+    [text]      optional, shapes only: a text-conditioned model (diffusion_lib.models.text) with a text encoder of
+                dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained encoder to start
+                from (a shipped name or a path, see diffusion_lib.recipes.text_encoder; "" = random init) and
+                freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
+    [schedule]  name = "linear" | "cosine", T
+    [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
+                amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
+                log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance)
+
+A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
+autoregressive model on the digits), with the same command; :func:`read_family_config` checks it::
+
+    [family]    name = "vae" | "gan" | "autoregressive", and any field of that family's config
+                (VAEConfig, GANConfig, AutoregressiveConfig) to override its default
+    [train]     steps, batch_size, lr, seed
+
+Both kinds are checked by one function, :func:`check_table`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from diffusion_lib.families import FAMILIES
+from diffusion_lib.models.unet import UNetConfig
+from diffusion_lib.train.trainer import COMPILE_MODES
+
+Schema = dict[str, tuple[tuple[type, ...], Any]]
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes")
+SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
+
+# table -> key -> (accepted types, default); a default of ... means required.
+SCHEMA: dict[str, Schema] = {
+    "data": {
+        "dataset": ((str,), ...),
+        "root": ((str,), "~/.cache/diffusion_lib"),
+        "class_conditional": ((bool,), False),
+        "n_train": ((int,), 30000),
+        "two_object_fraction": ((float, int), 0.5),
+        "low_resolution": ((int,), 0),
+        "latent": ((str,), ""),
+    },
+    "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
+    "train": {
+        "steps": ((int,), ...),
+        "batch_size": ((int,), 128),
+        "lr": ((float, int), 2e-4),
+        "warmup_steps": ((int,), 500),
+        "weight_decay": ((float, int), 0.0),
+        "grad_clip": ((float, int, bool), 1.0),
+        "ema_decay": ((float,), 0.9999),
+        "amp": ((str,), "auto"),
+        "compile": ((bool, str), False),
+        "seed": ((int,), 0),
+        "log_every": ((int,), 100),
+        "checkpoint_every": ((int,), 1000),
+        "cond_dropout": ((float, int), 0.0),
+    },
+}
+AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # "none": full precision
+# table.key -> (test, what the value must be): checked after the types, so a bad value is named before training.
+LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.n_train": (lambda v: v >= 1, "an int >= 1"),
+    "data.two_object_fraction": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
+    "schedule.T": (lambda v: v >= 1, "an int >= 1"),
+    "train.steps": (lambda v: v >= 0, "an int >= 0"),
+    "train.batch_size": (lambda v: v >= 1, "an int >= 1"),
+    "train.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "train.warmup_steps": (lambda v: v >= 0, "an int >= 0"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "train.grad_clip": (lambda v: v is False or (v is not True and math.isfinite(v) and v > 0),
+                        "a finite number > 0, or false for no clipping"),
+    "train.ema_decay": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "train.amp": (lambda v: v in AMP_CHOICES, f"one of {AMP_CHOICES}"),
+    "train.compile": (lambda v: isinstance(v, bool) or v in COMPILE_MODES,
+                      f"true, false or one of torch.compile's modes {COMPILE_MODES}"),
+    "train.seed": (lambda v: v >= 0, "an int >= 0"),
+    "train.log_every": (lambda v: v >= 1, "an int >= 1"),
+    "train.checkpoint_every": (lambda v: v >= 1, "an int >= 1 (steps between checkpoints)"),
+    "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+}
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the book's configs, shipped with the package
+TEXT_SCHEMA: Schema = {
+    "dim": ((int,), 64), "depth": ((int,), 2), "heads": ((int,), 4), "max_len": ((int,), 16), "mode": ((str,), "cross"),
+    "encoder": ((str,), ""), "freeze_encoder": ((bool,), False),
+}
+FAMILY_TRAIN_SCHEMA: Schema = {
+    "steps": ((int,), ...), "batch_size": ((int,), 128), "lr": ((float, int), 1e-3), "seed": ((int,), 0),
+}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a TOML file; FileNotFoundError if it is missing, ValueError (naming it) if it is not TOML."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+
+
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """The TOML file a training command means: an existing file, else a config shipped with the package by name
+    (``"digits"`` is ``diffusion_lib/configs/digits.toml``), so the command works after ``pip install`` too.
+
+    Raises:
+        FileNotFoundError: neither (the message lists the shipped names).
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = sorted(p.stem for p in CONFIGS.glob("*.toml"))
+    if str(name_or_path) in shipped:
+        return CONFIGS / f"{name_or_path}.toml"
+    raise FileNotFoundError(f"config file {path} does not exist, and {str(name_or_path)!r} is not a shipped config; "
+                            f"the shipped ones are {shipped}")
+
+
+def check_table(path: Path, table: str, given: dict[str, Any], schema: Schema, *, fill: bool,
+                limits: dict[str, tuple[Callable[[Any], bool], str]] | None = None) -> dict[str, Any]:
+    """The keys of TOML table ``[table]`` of ``path`` after checking them against ``schema``.
+
+    Args:
+        given: the table as read.
+        schema: key → (accepted types, default; ``...`` = required). A bool is accepted only where ``bool`` is.
+        fill: add the defaults of the keys not given (else return only the given ones).
+        limits: ``"table.key"`` → (test, what the value must be), checked after the types; default :data:`LIMITS`.
+
+    Raises:
+        ValueError: an unknown key, a missing required one, a wrong type or a value out of its limits; the message
+            names the file and the key.
+    """
+    limits = LIMITS if limits is None else limits
+    for key in given:
+        if key not in schema:
+            raise ValueError(f"{path}: unknown key {table}.{key}; expected one of {sorted(schema)}")
+    checked = {}
+    for key, (types, default) in schema.items():
+        if key not in given:
+            if default is ...:
+                raise ValueError(f"{path}: missing required key {table}.{key}")
+            if fill:
+                checked[key] = default
+            continue
+        value = given[key]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ValueError(f"{path}: {table}.{key} must be {names}, got {value!r}")
+        test, expected = limits.get(f"{table}.{key}", (lambda v: True, ""))
+        if not test(value):
+            raise ValueError(f"{path}: {table}.{key} must be {expected}, got {value!r}")
+        checked[key] = value
+    return checked
+
+
+def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Read and check a TOML training config; fill in defaults.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: invalid TOML, an unknown table or key, a wrong type or a missing required key (the message
+            names the key and the file).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    unknown = set(raw) - {*SCHEMA, "model", "text"}
+    if unknown:
+        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected "
+                         f"{sorted({*SCHEMA, 'model', 'text'})}")
+    schema = {**SCHEMA, "text": TEXT_SCHEMA} if "text" in raw else SCHEMA
+    config = {table: check_table(path, table, raw.get(table, {}), keys, fill=True) for table, keys in schema.items()}
+    model = dict(raw.get("model", {}))
+    if not isinstance(model.get("preset"), str):
+        raise ValueError(f"{path}: missing required key model.preset (a string)")
+    fields = {f.name for f in dataclasses.fields(UNetConfig)}
+    for key in model:
+        if key != "preset" and key not in fields:
+            raise ValueError(f"{path}: unknown key model.{key}; expected preset or one of {sorted(fields)}")
+    config["model"] = model
+    if config["data"]["dataset"] not in DATASETS:
+        raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
+    if "text" in config and config["data"]["dataset"] != "shapes":
+        raise ValueError(f"{path}: a [text] table needs data.dataset = 'shapes' (the data set with captions)")
+    kinds = [k for k, on in (("[text]", "text" in config),
+                             ("data.class_conditional", config["data"]["class_conditional"]),
+                             ("data.low_resolution", config["data"]["low_resolution"] > 0)) if on]
+    if len(kinds) > 1:
+        raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
+    if config["data"]["latent"] and config["data"]["low_resolution"]:
+        raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
+    return config
+
+
+def read_family_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Read and check a family config; fill in the [train] defaults.
+
+    Returns:
+        {"family": {"name": ..., and the keys given}, "train": {every key of TRAIN_SCHEMA}}.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: invalid TOML, an unknown table, family or key, a wrong type or a missing required key (the
+            message names the key and the file).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    unknown = set(raw) - {"family", "train"}
+    if unknown:
+        raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected ['family', 'train']")
+    family = dict(raw.get("family", {}))
+    name = family.get("name")
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise ValueError(f"{path}: family.name must be one of {sorted(FAMILIES)}, got {name!r}")
+    hints = typing.get_type_hints(FAMILIES[name][1])
+    schema = {field.name: ((float, int) if hints[field.name] is float else (hints[field.name],), field.default)
+              for field in dataclasses.fields(FAMILIES[name][1])}
+    fields = check_table(path, "family", {k: v for k, v in family.items() if k != "name"}, schema, fill=False)
+    try:
+        FAMILIES[name][1](**fields)
+    except ValueError as err:
+        raise ValueError(f"{path}: [family] {err}") from err
+    return {"family": {"name": name, **fields},
+            "train": check_table(path, "train", raw.get("train", {}), FAMILY_TRAIN_SCHEMA, fill=True, limits={})}
+
+
+def is_family_config(path: Path) -> bool:
+    """Whether the TOML file ``path`` has a ``[family]`` table (a VAE, GAN or autoregressive model); False also for a
+    file that cannot be read or parsed, which :func:`read_config` then reports."""
+    try:
+        return "family" in tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
