@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from diffusion_lib.models import MLPDenoiser
-from diffusion_lib.models.unet import UNet, _attend
+from diffusion_lib.models.unet import UNet
+from diffusion_lib.models.unet_blocks import attend
 from diffusion_lib.samplers import sample_ddim
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.speed import fast_denoiser, native_bf16
@@ -89,11 +90,11 @@ def test_every_attention_path_matches_float64(masked):
     q, k, v = (torch.randn(4, 2, 16, 32, generator=g) for _ in range(3))
     mask = (torch.rand(4, 1, 1, 16, generator=g) < 0.7) | (torch.arange(16) == 0) if masked else None
     reference = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
-    assert relative_error(_attend(q, k, v, mask), reference) < 1e-5  # float32: the fused kernel
+    assert relative_error(attend(q, k, v, mask), reference) < 1e-5  # float32: the fused kernel
     with torch.no_grad():  # bf16 sampling: the fused kernel on contiguous heads
-        assert relative_error(_attend(*(a.bfloat16() for a in (q, k, v)), mask), reference) < 1e-2
+        assert relative_error(attend(*(a.bfloat16() for a in (q, k, v)), mask), reference) < 1e-2
     leaves = [a.bfloat16().requires_grad_() for a in (q, k, v)]  # bf16 training: the product written out
-    out = _attend(*leaves, mask)
+    out = attend(*leaves, mask)
     assert relative_error(out, reference) < 1e-2
     out.float().square().sum().backward()
     exact = [a.double().requires_grad_() for a in (q, k, v)]

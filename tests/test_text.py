@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from diffusion_lib.models.inspection import cross_attention_maps
 from diffusion_lib.models.text import PAD, TextConditionedUNet, TextEncoder, TextUNetConfig, Tokenizer
 from diffusion_lib.models.unet import UNet, UNetConfig
 from diffusion_lib.samplers import classifier_free_guidance
@@ -94,7 +95,7 @@ def test_cross_attention_maps_are_the_softmax_weights_over_the_words():
     model = tiny_text_model("cross")
     cond = model.encode_prompts(CAPTIONS)
     x, t = torch.randn(3, 3, 8, 8), torch.tensor([10, 500, 900])
-    maps = model.cross_attention_maps(x, t, cond)
+    maps = cross_attention_maps(model, x, t, cond)
     assert set(maps) == {"down.1.attn.0", "up.1.attn.0", "up.1.attn.1", "mid_attn"}
     weights = maps["mid_attn"]
     assert weights.shape == (3, 2, 4, 4, 12)  # (B, heads, H, W, L): the middle works at 4x4
@@ -114,13 +115,13 @@ def test_cross_attention_maps_are_the_softmax_weights_over_the_words():
     mixed = weights.reshape(b, heads, 16, 12) @ v  # (B, heads, N, d)
     assert torch.allclose(mixed.transpose(2, 3).reshape(b, 16, 4, 4), captured["h"], atol=1e-5)
     with pytest.raises(ValueError, match="needs a UNet with context_dim"):
-        model.unet.cross_attention_maps(x, t, None)
+        cross_attention_maps(model.unet, x, t, None)
 
 
 def test_a_text_config_must_match_the_unet():
     with pytest.raises(ValueError, match=r"context_dim \(None\) must equal the encoder's dim \(64\)"):
         TextUNetConfig(UNetConfig(), ("<pad>", "a"))
-    with pytest.raises(ValueError, match="mode must be 'cross' or 'pooled'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \('cross', 'pooled'\)"):
         TextUNetConfig(UNetConfig(context_dim=64), ("<pad>", "a"), mode="sum")
 
 

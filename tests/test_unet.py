@@ -5,7 +5,8 @@ import torch
 from torch.nn import functional as F
 
 from diffusion_lib.models import UNET_PRESETS, UNet, UNetConfig, unet_from_preset
-from diffusion_lib.models.unet import _ResBlock
+from diffusion_lib.models.inspection import parameter_counts_by_block, trace_shapes
+from diffusion_lib.models.unet_blocks import ResBlock
 
 # A small model that still has every part: two levels, attention at 4x4, labels and a text context.
 SMALL = {"ch": 16, "ch_mult": (1, 2), "num_res_blocks": 1, "attn_resolutions": (4,), "image_size": 8, "groups": 8}
@@ -54,7 +55,7 @@ def test_ddpm_cifar10_preset_uses_the_papers_settings():
 
 def test_parameter_counts_by_block_add_up_to_the_total():
     model = small(num_classes=10, context_dim=8)
-    counts = model.parameter_counts_by_block()
+    counts = parameter_counts_by_block(model)
     assert list(counts) == ["time_embed", "class_embed", "conv_in", "down.0", "down.1", "middle", "up.1", "up.0", "out"]
     assert sum(counts.values()) == n_params(model)
     assert counts["class_embed"] == 11 * 4 * 16  # num_classes + 1 rows (the null class) of width 4·ch
@@ -93,7 +94,7 @@ def test_output_has_the_input_shape(overrides):
 def test_trace_shapes_follow_the_u():
     model = small()
     x, t = batch(model, b=2)
-    trace = dict(model.trace_shapes(x, t))
+    trace = dict(trace_shapes(model, x, t))
     assert trace["input"] == (2, 1, 8, 8)
     assert trace["time_embedding"] == (2, 64)
     assert trace["down.0.downsample"] == (2, 16, 4, 4)
@@ -112,8 +113,7 @@ def test_res_block_follows_its_equations(scale_shift):
     """FiLM: h = GN(conv1(SiLU(GN(x)))) · (1 + scale) + shift; DDPM: h = GN(conv1(...) + proj(emb)); then
     conv2(SiLU(h)) + skip(x)."""
     torch.manual_seed(0)
-    cfg = UNetConfig(**{**SMALL, "scale_shift": scale_shift})
-    block = _ResBlock(8, 16, 12, cfg).eval()
+    block = ResBlock(8, 16, 12, groups=8, dropout=0.0, scale_shift=scale_shift).eval()
     x, emb = torch.randn(2, 8, 4, 4), torch.randn(2, 12)
     h = block.conv1(F.silu(F.group_norm(x, 8, block.norm1.weight, block.norm1.bias, eps=1e-6)))
     e = F.linear(F.silu(emb), block.emb_proj.weight, block.emb_proj.bias)[:, :, None, None]

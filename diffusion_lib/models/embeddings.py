@@ -15,6 +15,8 @@ import math
 
 import torch
 
+from ..checks import check_int, check_real, is_int
+
 
 def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 10000) -> torch.Tensor:
     """Sinusoidal embedding of timesteps.
@@ -30,10 +32,8 @@ def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 1000
         float32 tensor of shape (B, dim) on the device of ``t``; a scalar ``t`` gives shape (1, dim), which
         broadcasts against any batch.
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
-    if not (isinstance(max_period, int | float) and not isinstance(max_period, bool) and max_period > 1):
-        raise ValueError(f"max_period must be a number > 1, got {max_period!r}")
+    check_int("dim", dim, low=2)
+    check_real("max_period", max_period, low=1, low_open=True)
     if isinstance(t, bool) or not isinstance(t, int | float | torch.Tensor):
         raise ValueError(f"t must be an int or a tensor of timesteps, got {type(t).__name__}")
     t = torch.as_tensor(t)
@@ -51,3 +51,14 @@ def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 1000
     if dim % 2:
         emb = torch.nn.functional.pad(emb, (0, 1))  # (B, dim), last column zero
     return emb
+
+
+def check_timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+    """The timesteps a denoiser is called with, as a tensor on ``device`` of shape () (one for the whole batch) or
+    (batch,): ``t`` must be an int or a tensor of one of those shapes, else ValueError naming ``t``."""
+    if is_int(t):
+        t = torch.tensor(t, device=device)
+    if not isinstance(t, torch.Tensor) or not (t.ndim == 0 or t.shape == (batch,)):
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"t must be an int or a tensor of shape () or (B,) = ({batch},), got {shape}")
+    return t.to(device)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .embeddings import timestep_embedding
+from ..checks import check_int, check_tensor
+from .embeddings import check_timesteps, timestep_embedding
 
 
 class _ResidualBlock(nn.Module):
@@ -41,10 +42,9 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, time_dim: int = 64):
         super().__init__()
-        sizes = (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0), ("time_dim", time_dim, 2))
-        for name, value, low in sizes:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0),
+                                 ("time_dim", time_dim, 2)):
+            check_int(name, value, low=low)
         self.dim, self.hidden, self.depth, self.time_dim = dim, hidden, depth, time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.input = nn.Linear(dim, hidden)
@@ -67,15 +67,8 @@ class MLPDenoiser(nn.Module):
         if cond is not None:
             raise ValueError("MLPDenoiser is unconditional: cond must be None, got "
                              f"{type(cond).__name__}; use a conditional model for labels or text")
-        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 2 or x_t.shape[1] != self.dim:
-            shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            raise ValueError(f"x_t must be a tensor of shape (B, dim={self.dim}), got {shape}")
-        if isinstance(t, int) and not isinstance(t, bool):
-            t = torch.tensor(t, device=x_t.device)
-        if not isinstance(t, torch.Tensor) or not (t.ndim == 0 or t.shape == (x_t.shape[0],)):
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"t must be an int or a tensor of shape () or (B,) = ({x_t.shape[0]},), got {shape}")
-        t = t.to(x_t.device)
+        check_tensor("x_t", x_t, ("B", self.dim), meaning="(B, dim)")
+        t = check_timesteps(t, x_t.shape[0], x_t.device)
 
         emb = timestep_embedding(t, self.time_dim).to(x_t.dtype)  # (B, time_dim) or (1, time_dim)
         time_features = self.time_mlp(emb)  # τ, (B, hidden) or (1, hidden), broadcasts over the batch

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checks import check_choice
 from .unet import UNet, UNetConfig
 
 PAD = "<pad>"
@@ -123,8 +124,7 @@ class TextUNetConfig:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in self.unet.items()}
             object.__setattr__(self, "unet", UNetConfig(**fields))
         object.__setattr__(self, "vocab", tuple(self.vocab))
-        if self.mode not in ("cross", "pooled"):
-            raise ValueError(f"mode must be 'cross' or 'pooled', got {self.mode!r}")
+        check_choice("mode", self.mode, ("cross", "pooled"))
         if self.unet.context_dim != self.dim:
             raise ValueError(f"the U-Net's context_dim ({self.unet.context_dim}) must equal the encoder's dim "
                              f"({self.dim})")
@@ -183,12 +183,6 @@ class TextConditionedUNet(nn.Module):
         count = cond["mask"].sum(dim=1, keepdim=True)                           # (B, 1)
         pooled = tokens.sum(dim=1, keepdim=True) / count.clamp(min=1)[..., None]  # (B, 1, dim)
         return pooled, count > 0
-
-    def cross_attention_maps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond) -> dict[str, torch.Tensor]:
-        """For each cross-attention block, how much each image position attends to each token: (B, heads, H, W, L)
-        by block name (see :meth:`UNet.cross_attention_maps`); L is ``max_len`` in "cross" mode, 1 in "pooled"."""
-        context, mask = self.context(cond)
-        return self.unet.cross_attention_maps(x_t, t, {"context": context.to(x_t.dtype), "context_mask": mask})
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
         """x_t (B, C, S, S), t int or (B,), cond as above → the prediction (B, C, S, S)."""

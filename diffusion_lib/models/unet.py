@@ -15,19 +15,9 @@ The layout follows the DDPM reference implementation (``diffusion/models/unet.py
                      then (except at level 0) nearest ×2 and a 3x3 conv               (B, ch·m_i, 2S_i, 2S_i)
     out:             GroupNorm ─ SiLU ─ conv 3x3                                      (B, C_out, S, S)
 
-ResBlock, with x of shape (B, C, H, W) and emb of shape (B, 4ch)::
-
-    h = Conv3x3(SiLU(GroupNorm(x)))                                       (B, C', H, W)
-    scale_shift=True (FiLM, as in improved DDPM):
-        (scale, shift) = Linear(SiLU(emb))                                (B, C') each
-        h = GroupNorm(h) · (1 + scale) + shift
-    scale_shift=False (DDPM):
-        h = GroupNorm(h + Linear(SiLU(emb)))
-    h = Conv3x3(Dropout(SiLU(h)))
-    return skip(x) + h                skip = 1x1 conv when C != C', identity otherwise
-
-Attention block: ``x + proj(SDPA(qkv(GroupNorm(x))))`` over the H·W positions, with ``num_heads`` heads; when
-``context_dim`` is set, a cross-attention follows: queries from the image, keys and values from the context tokens.
+The blocks (ResBlock, with FiLM or DDPM's additive embedding; self- and cross-attention) are in
+:mod:`diffusion_lib.models.unet_blocks`; the book's inspection tools (stage shapes, cross-attention maps, parameter
+counts) in :mod:`diffusion_lib.models.inspection`.
 
 Conditioning, through the single ``cond`` argument of ``model(x_t, t, cond)``:
 
@@ -63,14 +53,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .dropout import Dropout
-from .embeddings import timestep_embedding
+from ..checks import check_bool, check_int, check_real, check_tensor, is_int
+from .embeddings import check_timesteps, timestep_embedding
+from .unet_blocks import Attention, Level, ResBlock, Upsample, group_norm
 
 __all__ = ["PRESETS", "UNet", "UNetConfig", "unet_from_preset"]
-
-
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 @dataclass(frozen=True)
@@ -125,22 +112,18 @@ class UNetConfig:
                 object.__setattr__(self, name, tuple(value))
         for name, low in (("in_channels", 1), ("ch", 1), ("num_res_blocks", 1), ("num_heads", 1),
                           ("image_size", 1), ("groups", 1)):
-            if not _is_int(getattr(self, name), low):
-                raise ValueError(f"{name} must be an int >= {low}, got {getattr(self, name)!r}")
+            check_int(name, getattr(self, name), low=low)
         for name in ("out_channels", "num_classes", "context_dim", "cond_channels"):
             value = getattr(self, name)
-            if value is not None and not _is_int(value, 1):
+            if value is not None and not (is_int(value) and value >= 1):
                 raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
-        if not (isinstance(self.ch_mult, tuple) and self.ch_mult and all(_is_int(m, 1) for m in self.ch_mult)):
+        if not (isinstance(self.ch_mult, tuple) and self.ch_mult and all(is_int(m) and m >= 1 for m in self.ch_mult)):
             raise ValueError(f"ch_mult must be a non-empty tuple of ints >= 1, got {self.ch_mult!r}")
-        if not (isinstance(self.attn_resolutions, tuple) and all(_is_int(r, 1) for r in self.attn_resolutions)):
+        if not (isinstance(self.attn_resolutions, tuple) and all(is_int(r) and r >= 1 for r in self.attn_resolutions)):
             raise ValueError(f"attn_resolutions must be a tuple of ints >= 1, got {self.attn_resolutions!r}")
-        if not (isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool)
-                and 0 <= self.dropout < 1):
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        for name in ("scale_shift", "zero_init"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        check_real("dropout", self.dropout, low=0, high=1, high_open=True)
+        check_bool("scale_shift", self.scale_shift)
+        check_bool("zero_init", self.zero_init)
         factor = 2 ** (len(self.ch_mult) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size must be divisible by 2**(len(ch_mult) - 1) = {factor} so that every "
@@ -168,120 +151,6 @@ class UNetConfig:
         return self.in_channels if self.out_channels is None else self.out_channels
 
 
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
-    """GroupNorm with the largest divisor of ``channels`` that is <= ``groups`` (so small models work)."""
-    g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
-    return nn.GroupNorm(g, channels, eps=1e-6)  # eps as in the DDPM reference (TensorFlow's group_norm)
-
-
-class _ResBlock(nn.Module):
-    """x (B, C_in, H, W), emb (B or 1, E) → (B, C_out, H, W); see the module docstring."""
-
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig):
-        super().__init__()
-        self.scale_shift = cfg.scale_shift
-        self.norm1 = _norm(c_in, cfg.groups)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, 2 * c_out if cfg.scale_shift else c_out)
-        self.norm2 = _norm(c_out, cfg.groups)
-        self.dropout = Dropout(cfg.dropout)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        e = self.emb_proj(F.silu(emb))[:, :, None, None]  # (B, 2·C_out or C_out, 1, 1)
-        if self.scale_shift:
-            scale, shift = e.chunk(2, dim=1)  # (B, C_out, 1, 1) each
-            h = self.norm2(h) * (1 + scale) + shift
-        else:
-            h = self.norm2(h + e)
-        h = self.conv2(self.dropout(F.silu(h)))  # (B, C_out, H, W)
-        return self.skip(x) + h
-
-
-def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, C, N) → (B, heads, N, C / heads)."""
-    b, c, n = x.shape
-    return x.reshape(b, num_heads, c // num_heads, n).transpose(2, 3)
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(d)) v over heads: q (B, heads, N, d), k and v (B, heads, L, d), mask (B, 1, 1, L) bool
-    (True: attend) → (B, heads, N, d).
-
-    ``scaled_dot_product_attention``, with two exceptions for bf16 on a CPU, where its kernels were measured at these
-    head sizes (benchmarks/RESULTS.md): when training, the plain product written out here is 1.4-5x faster forward
-    and backward; when sampling, its fused kernel runs only on heads whose last dimension is contiguous in memory
-    (2.6x faster than the fallback it takes on the strided views that ``_heads`` makes).
-    """
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    if not (torch.is_grad_enabled() and q.requires_grad):
-        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), attn_mask=mask)
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, heads, N, L)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.float().softmax(dim=-1).to(v.dtype) @ v
-
-
-class _Attention(nn.Module):
-    """Self-attention over the H·W positions, then (when context_dim is set) cross-attention to the context.
-
-    x (B, C, H, W) → (B, C, H, W); context (B, L, context_dim); context_mask (B, L) bool.
-    """
-
-    def __init__(self, channels: int, cfg: UNetConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.norm = _norm(channels, cfg.groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
-        self.cross = cfg.context_dim is not None
-        if self.cross:
-            self.cross_norm = _norm(channels, cfg.groups)
-            self.cross_q = nn.Conv2d(channels, channels, 1)
-            self.cross_kv = nn.Linear(cfg.context_dim, 2 * channels)
-            self.cross_proj = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, c, hgt, wid = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3 * c, hgt * wid).chunk(3, dim=1)  # (B, C, N) each, N = H·W
-        h = _attend(*(_heads(a, self.num_heads) for a in (q, k, v)))  # (B, heads, N, d)
-        x = x + self.proj(h.transpose(2, 3).reshape(b, c, hgt, wid))
-        if not self.cross or context is None:
-            return x
-        q = _heads(self.cross_q(self.cross_norm(x)).reshape(b, c, hgt * wid), self.num_heads)  # (B, heads, N, d)
-        k, v = self.cross_kv(context).transpose(1, 2).chunk(2, dim=1)  # (B, C, L) each
-        present = context_mask.any(dim=1)  # (B,): does the example have any token to attend to?
-        mask = (context_mask | ~present[:, None])[:, None, None, :]  # (B, 1, 1, L); empty rows attend to all ...
-        h = _attend(q, _heads(k, self.num_heads), _heads(v, self.num_heads), mask)
-        h = self.cross_proj(h.transpose(2, 3).reshape(b, c, hgt, wid))
-        return x + h * present[:, None, None, None].to(h.dtype)  # ... and then add nothing
-
-
-class _Level(nn.Module):
-    """One level of the U-Net: ResBlocks (each followed by attention or not), then a resampling conv or None."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.res = nn.ModuleList()
-        self.attn = nn.ModuleList()  # nn.Identity where the level has no attention, so indices line up
-        self.resample: nn.Module | None = None
-
-
-class _Upsample(nn.Module):
-    """Nearest ×2 then a 3x3 conv: (B, C, H, W) → (B, C, 2H, 2W)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
 class UNet(nn.Module):
     """The DDPM U-Net, called as ``model(x_t, t, cond)``; see the module docstring for the layout and ``cond``.
 
@@ -305,16 +174,21 @@ class UNet(nn.Module):
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
         self.conv_in = nn.Conv2d(cfg.in_channels + (cfg.cond_channels or 0), ch, 3, padding=1)
 
+        heads_groups_context = (cfg.num_heads, cfg.groups, cfg.context_dim)
+
         def attention(channels: int, side: int) -> nn.Module:
-            return _Attention(channels, cfg) if side in cfg.attn_resolutions else nn.Identity()
+            return Attention(channels, *heads_groups_context) if side in cfg.attn_resolutions else nn.Identity()
+
+        def res_block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, emb_dim, groups=cfg.groups, dropout=cfg.dropout, scale_shift=cfg.scale_shift)
 
         skips = [ch]  # channels of every tensor kept for the way up
         c = ch
         self.down = nn.ModuleList()
         for i, (mult, side) in enumerate(zip(cfg.ch_mult, cfg.resolutions, strict=True)):
-            level = _Level()
+            level = Level()
             for _ in range(cfg.num_res_blocks):
-                level.res.append(_ResBlock(c, ch * mult, emb_dim, cfg))
+                level.res.append(res_block(c, ch * mult))
                 c = ch * mult
                 level.attn.append(attention(c, side))
                 skips.append(c)
@@ -323,29 +197,29 @@ class UNet(nn.Module):
                 skips.append(c)
             self.down.append(level)
 
-        self.mid_res1 = _ResBlock(c, c, emb_dim, cfg)
-        self.mid_attn = _Attention(c, cfg)
-        self.mid_res2 = _ResBlock(c, c, emb_dim, cfg)
+        self.mid_res1 = res_block(c, c)
+        self.mid_attn = Attention(c, *heads_groups_context)
+        self.mid_res2 = res_block(c, c)
 
         self.up = nn.ModuleList()  # self.up[i] works at level i; the forward pass runs it from the last level
         for i, (mult, side) in reversed(list(enumerate(zip(cfg.ch_mult, cfg.resolutions, strict=True)))):
-            level = _Level()
+            level = Level()
             for _ in range(cfg.num_res_blocks + 1):
-                level.res.append(_ResBlock(c + skips.pop(), ch * mult, emb_dim, cfg))
+                level.res.append(res_block(c + skips.pop(), ch * mult))
                 c = ch * mult
                 level.attn.append(attention(c, side))
             if i > 0:
-                level.resample = _Upsample(c)
+                level.resample = Upsample(c)
             self.up.insert(0, level)
 
-        self.norm_out = _norm(c, cfg.groups)
+        self.norm_out = group_norm(c, cfg.groups)
         self.conv_out = nn.Conv2d(c, cfg.output_channels, 3, padding=1)
 
         if cfg.zero_init:
             for module in self.modules():
-                if isinstance(module, _ResBlock):
+                if isinstance(module, ResBlock):
                     last = [module.conv2]
-                elif isinstance(module, _Attention):
+                elif isinstance(module, Attention):
                     last = [module.proj] + ([module.cross_proj] if module.cross else [])
                 else:
                     continue
@@ -385,21 +259,12 @@ class UNet(nn.Module):
     # ------------------------------------------------------------------ input checks
 
     def _check_inputs(self, x_t, t, cond):
-        """Check shapes and types (never values on the GPU: no host syncs); return (t, labels, context, mask,
+        """Check shapes and types (never values on the GPU: no host syncs); return (t (B,), labels, context, mask,
         image)."""
-        cfg = self.config
-        s = cfg.image_size
-        if not isinstance(x_t, torch.Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (cfg.in_channels, s, s):
-            shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
-            raise ValueError(f"x_t must be a tensor of shape (B, {cfg.in_channels}, {s}, {s}) = (B, in_channels, "
-                             f"image_size, image_size), got {shape}")
+        cfg, s = self.config, self.config.image_size
+        check_tensor("x_t", x_t, ("B", cfg.in_channels, s, s), meaning="(B, in_channels, image_size, image_size)")
         batch = x_t.shape[0]
-        if isinstance(t, int) and not isinstance(t, bool):
-            t = torch.tensor(t, device=x_t.device)
-        if not isinstance(t, torch.Tensor) or not (t.ndim == 0 or t.shape == (batch,)):
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"t must be an int or a tensor of shape () or (B,) = ({batch},), got {shape}")
-
+        t = check_timesteps(t, batch, x_t.device).expand(batch)  # (B,)
         if cond is None:
             cond = {}
         elif isinstance(cond, torch.Tensor):
@@ -411,15 +276,12 @@ class UNet(nn.Module):
         if unknown:
             raise ValueError(f"cond has unknown keys {sorted(unknown)}; expected 'labels', 'context', "
                              "'context_mask', 'image'")
+        labels, context, mask, image = (cond.get(key) for key in ("labels", "context", "context_mask", "image"))
 
-        labels = cond.get("labels")
         if labels is not None:
             if cfg.num_classes is None:
                 raise ValueError("cond has labels but this UNet has no class conditioning (num_classes=None)")
-            if not isinstance(labels, torch.Tensor) or labels.shape != (batch,) or labels.dtype.is_floating_point \
-                    or labels.dtype.is_complex or labels.dtype == torch.bool:
-                shape = (tuple(labels.shape), labels.dtype) if isinstance(labels, torch.Tensor) else type(labels)
-                raise ValueError(f"cond labels must be an integer tensor of shape (B,) = ({batch},), got {shape}")
+            check_tensor("cond labels", labels, (batch,), dtype="integer", meaning="(B,)")
             if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel() and (
                     int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes):  # checked on the CPU only: free
                 raise ValueError(f"cond labels must lie in [0, num_classes={cfg.num_classes}] (the last is the "
@@ -427,33 +289,23 @@ class UNet(nn.Module):
         elif cfg.num_classes is not None:
             labels = torch.full((batch,), cfg.num_classes, dtype=torch.long, device=x_t.device)  # null class
 
-        context, mask = cond.get("context"), cond.get("context_mask")
         if context is not None:
             if cfg.context_dim is None:
                 raise ValueError("cond has a context but this UNet has no cross-attention (context_dim=None)")
-            if not isinstance(context, torch.Tensor) or context.ndim != 3 or context.shape[0] != batch \
-                    or context.shape[2] != cfg.context_dim:
-                shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
-                raise ValueError(f"cond context must be a tensor of shape (B, L, context_dim) = ({batch}, L, "
-                                 f"{cfg.context_dim}), got {shape}")
+            check_tensor("cond context", context, (batch, "L", cfg.context_dim), meaning="(B, L, context_dim)")
             if mask is None:
                 mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device)
-            elif not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != context.shape[:2]:
-                shape = (tuple(mask.shape), mask.dtype) if isinstance(mask, torch.Tensor) else type(mask).__name__
-                raise ValueError(f"cond context_mask must be a bool tensor of shape (B, L) = "
-                                 f"{tuple(context.shape[:2])}, got {shape}")
+            check_tensor("cond context_mask", mask, tuple(context.shape[:2]), dtype="bool", meaning="(B, L)")
         elif mask is not None:
             raise ValueError("cond has a context_mask but no context")
-        image = cond.get("image")
+
         if (image is None) != (cfg.cond_channels is None):
             raise ValueError("cond['image'] is required exactly when the UNet has cond_channels, here "
                              f"cond_channels={cfg.cond_channels}")
-        if image is not None and (not isinstance(image, torch.Tensor)
-                                  or tuple(image.shape) != (batch, cfg.cond_channels, s, s)):
-            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"cond image must be a tensor of shape (B, cond_channels, image_size, image_size) = "
-                             f"({batch}, {cfg.cond_channels}, {s}, {s}), got {shape}")
-        return t.to(x_t.device).expand(batch), labels, context, mask, image  # t: (B,)
+        if image is not None:
+            check_tensor("cond image", image, (batch, cfg.cond_channels, s, s),
+                         meaning="(B, cond_channels, image_size, image_size)")
+        return t, labels, context, mask, image
 
     # ------------------------------------------------------------------ forward
 
@@ -463,123 +315,43 @@ class UNet(nn.Module):
         Args:
             x_t: noisy images, shape (B, in_channels, image_size, image_size); any memory format.
             t: timesteps, int or tensor of shape () or (B,).
-            cond: None, class ids (LongTensor (B,)), or a dict with "labels", "context", "context_mask" (see the
-                module docstring).
+            cond: None, class ids (LongTensor (B,)), or a dict with "labels", "context", "context_mask", "image"
+                (see the module docstring).
 
         Returns:
             The prediction (ε, x_0 or v, whichever it was trained on), shape (B, out_channels, image_size,
             image_size).
         """
-        return self._forward(x_t, t, cond, trace=None)
-
-    def _forward(self, x_t, t, cond, trace: list | None) -> torch.Tensor:
         t, labels, context, mask, image = self._check_inputs(x_t, t, cond)
-
-        def record(name: str, h: torch.Tensor) -> None:
-            if trace is not None:
-                trace.append((name, tuple(h.shape)))
-
-        record("input", x_t)
         emb = self.time_embed(timestep_embedding(t, self.config.ch).to(x_t.dtype))  # (B, 4ch)
         if self.class_embed is not None:
             emb = emb + self.class_embed(labels)  # (B, 4ch)
-        record("time_embedding", emb)
 
-        def attend(attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            return attn(h, context, mask) if isinstance(attn, _Attention) else h
+        def block(res: ResBlock, attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            h = res(h, emb)
+            return attn(h, context, mask) if isinstance(attn, Attention) else h
 
         h = self.conv_in(x_t if image is None else torch.cat([x_t, image.to(x_t.dtype)], dim=1))  # (B, ch, S, S)
-        record("conv_in", h)
         skips = [h]
-        for i, level in enumerate(self.down):
-            for j, (res, attn) in enumerate(zip(level.res, level.attn, strict=True)):
-                h = attend(attn, res(h, emb))  # (B, ch·m_i, S_i, S_i)
-                record(f"down.{i}.res{j}" + ("+attn" if isinstance(attn, _Attention) else ""), h)
+        for level in self.down:
+            for res, attn in zip(level.res, level.attn, strict=True):
+                h = block(res, attn, h)  # (B, ch·m_i, S_i, S_i)
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)  # (B, ch·m_i, S_i / 2, S_i / 2)
-                record(f"down.{i}.downsample", h)
                 skips.append(h)
 
         h = self.mid_res1(h, emb)  # (B, ch·m_{n-1}, S_{n-1}, S_{n-1}), and so on through the middle
-        record("middle.res0", h)
-        h = self.mid_attn(h, context, mask)
-        record("middle.attn", h)
-        h = self.mid_res2(h, emb)
-        record("middle.res1", h)
+        h = self.mid_res2(self.mid_attn(h, context, mask), emb)
 
         for i in reversed(range(len(self.up))):
             level = self.up[i]
-            for j, (res, attn) in enumerate(zip(level.res, level.attn, strict=True)):
-                h = attend(attn, res(torch.cat([h, skips.pop()], dim=1), emb))  # (B, ch·m_i, S_i, S_i)
-                record(f"up.{i}.res{j}" + ("+attn" if isinstance(attn, _Attention) else ""), h)
+            for res, attn in zip(level.res, level.attn, strict=True):
+                h = block(res, attn, torch.cat([h, skips.pop()], dim=1))  # (B, ch·m_i, S_i, S_i)
             if level.resample is not None:
                 h = level.resample(h)  # (B, ch·m_i, 2·S_i, 2·S_i)
-                record(f"up.{i}.upsample", h)
 
-        out = self.conv_out(F.silu(self.norm_out(h)))  # (B, C_out, S, S)
-        record("out", out)
-        return out
-
-    # ------------------------------------------------------------------ for the book
-
-    @torch.no_grad()
-    def trace_shapes(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> list[tuple[str, tuple]]:
-        """Run the model once and list ``(stage name, output shape)`` for each stage, in order: input,
-        time_embedding, conv_in, ``down.i.resj`` (``+attn`` where attention follows) and ``down.i.downsample``,
-        ``middle.res0``, ``middle.attn``, ``middle.res1``, ``up.i.resj`` and ``up.i.upsample``, out."""
-        trace: list[tuple[str, tuple]] = []
-        self._forward(x_t, t, cond, trace=trace)
-        return trace
-
-    @torch.no_grad()
-    def cross_attention_maps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond) -> dict[str, torch.Tensor]:
-        """Where each image position looks in the text: the softmax weights of every cross-attention block during
-        one forward pass, by block name (e.g. ``"down.1.attn.0"``, ``"mid_attn"``), each of shape
-        (B, heads, H, W, L), summing to 1 over the L tokens (0 on padding). ``cond`` must hold a context."""
-        if self.config.context_dim is None or not isinstance(cond, Mapping) or cond.get("context") is None:
-            raise ValueError("cross_attention_maps needs a UNet with context_dim and a cond with a 'context'")
-        captured: dict[str, dict[str, torch.Tensor]] = {}
-        hooks = []
-        for name, module in self.named_modules():
-            if isinstance(module, _Attention) and module.cross:
-                for part in ("cross_q", "cross_kv"):
-                    hooks.append(getattr(module, part).register_forward_hook(
-                        lambda _m, _i, out, name=name, part=part: captured.setdefault(name, {}).update({part: out})))
-        try:
-            self(x_t, t, cond)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        context = cond["context"]
-        mask = cond.get("context_mask")
-        mask = torch.ones(context.shape[:2], dtype=torch.bool, device=context.device) if mask is None else mask
-        maps = {}
-        for name, parts in captured.items():
-            q = parts["cross_q"]                                                   # (B, C, H, W)
-            b, c, hgt, wid = q.shape
-            q = _heads(q.reshape(b, c, hgt * wid), self.config.num_heads)          # (B, heads, N, d)
-            k = _heads(parts["cross_kv"].transpose(1, 2)[:, :c], self.config.num_heads)  # (B, heads, L, d)
-            scores = q @ k.transpose(2, 3) / q.shape[-1] ** 0.5                    # (B, heads, N, L)
-            weights = scores.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
-            maps[name] = weights.reshape(b, -1, hgt, wid, weights.shape[-1])
-        return maps
-
-    def parameter_counts_by_block(self) -> dict[str, int]:
-        """Parameters per part, in forward order: time_embed, class_embed (if any), conv_in, down.i, middle, up.i
-        (listed from the deepest level, as the forward pass runs them), out. They add up to the model's total."""
-        def count(*modules: nn.Module | None) -> int:
-            return sum(p.numel() for m in modules if m is not None for p in m.parameters())
-
-        counts = {"time_embed": count(self.time_embed)}
-        if self.class_embed is not None:
-            counts["class_embed"] = count(self.class_embed)
-        counts["conv_in"] = count(self.conv_in)
-        counts.update({f"down.{i}": count(level) for i, level in enumerate(self.down)})
-        counts["middle"] = count(self.mid_res1, self.mid_attn, self.mid_res2)
-        counts.update({f"up.{i}": count(self.up[i]) for i in reversed(range(len(self.up)))})
-        counts["out"] = count(self.norm_out, self.conv_out)
-        return counts
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C_out, S, S)
 
 
 PRESETS: dict[str, UNetConfig] = {
