@@ -61,6 +61,28 @@ def show_images(images: torch.Tensor, ncols: int = 8, title: str | None = None, 
     return ax
 
 
+def show_captioned(images: torch.Tensor, captions: Sequence[str], ncols: int = 6, size: float = 1.25) -> plt.Figure:
+    """Draw each image with its caption above it, ``ncols`` to a row, and return the figure.
+
+    Args:
+        images: colour images, shape (N, 3, H, W) in [-1, 1]; any device.
+        captions: one per image (only as many images as captions are drawn); a long caption breaks its line before
+            " to the".
+        ncols: images per row; the figure has ceil(N / ncols) rows, the unused axes of the last one left blank.
+        size: width of each image in inches (each row is ``size + 0.35`` high, room for a two-line caption).
+    """
+    rows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, rows * (size + 0.35)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image, caption in zip(axes.flat, to_display(images), captions, strict=False):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(caption.replace(" to the", "\nto the"), fontsize=6.5)
+    fig.tight_layout()
+    return fig
+
+
 def show_strip(
     frames: torch.Tensor, labels: Sequence[str], title: str | None = None, row_labels: Sequence[str] | None = None
 ) -> plt.Figure:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_lib.viz import animate_images, image_grid, scatter_panels, show_strip, to_display
+from diffusion_lib.viz import animate_images, image_grid, scatter_panels, show_captioned, show_strip, to_display
 
 
 def test_to_display_maps_minus_one_to_one_onto_zero_to_one_and_clips():
@@ -21,6 +21,19 @@ def test_image_grid_tiles_row_by_row_with_padding():
     np.testing.assert_allclose(grid[0, ::2], [0.0, 0.25, 0.5])
     np.testing.assert_allclose(grid[2, ::2], [0.75, 1.0, 1.0])  # the missing sixth image stays white
     assert (grid[1] == 1).all()
+
+
+def test_show_captioned_draws_each_image_under_its_caption_in_rows():
+    images = torch.linspace(-1, 1, 5).reshape(5, 1, 1, 1).expand(5, 3, 4, 4)
+    captions = [f"shape {i} to the left" for i in range(5)]
+    fig = show_captioned(images, captions, ncols=3, size=1.0)
+    axes = fig.axes
+    assert len(axes) == 6 and tuple(fig.get_size_inches()) == pytest.approx((3.0, 2 * 1.35))
+    drawn = [ax for ax in axes if ax.images]
+    assert len(drawn) == 5 and all(not ax.axison for ax in axes)  # the sixth axes stays blank
+    assert drawn[4].get_title() == "shape 4\nto the left"
+    np.testing.assert_allclose(drawn[4].images[0].get_array(), np.ones((4, 4, 3)))  # +1 shows as white
+    plt.close(fig)
 
 
 def test_helpers_reject_wrong_shapes():
