@@ -73,7 +73,7 @@ def setup(budget: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
 
     Returns:
         The :class:`Budget` the chapter reads its sizes from. A chapter puts its models and data on its ``device``
-        (``load_denoiser(NAME, device=budget.device)``, ``Trainer(..., device=budget.device)``).
+        (``pretrained.load(NAME, device=budget.device)``, ``Trainer(..., device=budget.device)``).
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = budget or os.environ.get(BUDGET_ENV) or ("full" if device.type == "cuda" else "quick")

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from diffusion_lib import checkpoints
-from diffusion_lib.cli import CONFIGS, config_path, load_denoiser, main, read_config
 from diffusion_lib.data import load_digits
 from diffusion_lib.models.unet import unet_from_preset
+from diffusion_lib.pretrained import load
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
+from diffusion_lib.train.command import main
+from diffusion_lib.train.config import CONFIGS, config_path, read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +70,7 @@ def test_a_config_named_with_dots_keeps_the_state_and_the_export_apart_and_resum
                                                               "-ema.safetensors"))
     assert main([str(config), "--out", str(out), "--resume", "--steps", "5"]) == 0
     assert f"resumed from {out / name} at step 3" in capsys.readouterr().out
-    assert load_denoiser(out / f"{name}-ema")[2]["steps"] == 5
+    assert load(out / f"{name}-ema")[2]["steps"] == 5
 
 
 def test_checkpoint_names_with_dots_are_names_not_extensions(tmp_path):
@@ -94,7 +96,7 @@ def test_a_second_run_into_the_same_out_is_refused_and_changes_nothing(tmp_path,
     assert "tiny.json exists: pass --resume to continue that run, or --overwrite" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main([str(config), "--out", str(out), "--steps", "1", "--overwrite"]) == 0
-    assert load_denoiser(out / "tiny-ema")[2]["steps"] == 1
+    assert load(out / "tiny-ema")[2]["steps"] == 1
 
 
 def test_resume_without_a_checkpoint_says_so_instead_of_starting_again(tmp_path, capsys):
@@ -253,7 +255,7 @@ def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint_and_exits_with_one_line(
 
 def _export_copy(tmp_path: Path, name: str, edit) -> Path:
     """A copy of a shipped denoiser whose JSON record went through ``edit(meta)``, saved (and hashed) again."""
-    tensors, meta = checkpoints.load(checkpoints.pretrained_path(name))
+    tensors, meta = checkpoints.load(checkpoints.resolve(name))
     edit(meta)
     return checkpoints.save(tmp_path / name, tensors, meta)
 
@@ -265,52 +267,52 @@ def test_a_json_edited_by_hand_is_refused(tmp_path):
     meta["model_config"]["groups"] *= 2  # a model the weights were not trained as
     json_file.write_text(json.dumps(meta, indent=1, sort_keys=True))
     with pytest.raises(ValueError, match=r"shapes_sr\.json was changed after it was written"):
-        load_denoiser(path)
+        load(path)
 
 
 def test_a_model_config_missing_a_field_is_refused_not_filled_with_defaults(tmp_path):
     path = _export_copy(tmp_path, "shapes_sr", lambda meta: meta["model_config"].pop("groups"))
     with pytest.raises(ValueError, match=r"shapes_sr\.json: model_config lacks UNetConfig field 'groups'"):
-        load_denoiser(path)
+        load(path)
 
 
 def test_a_nested_config_missing_a_field_is_refused(tmp_path):
     path = _export_copy(tmp_path, "shapes_text", lambda meta: meta["model_config"]["unet"].pop("ch_mult"))
     with pytest.raises(ValueError, match=r"model_config\.unet lacks UNetConfig field 'ch_mult'"):
-        load_denoiser(path)
+        load(path)
 
 
 def test_an_unknown_model_config_field_is_refused(tmp_path):
     path = _export_copy(tmp_path, "digits", lambda meta: meta["model_config"].update(width=3))
     with pytest.raises(ValueError, match=r"digits\.json: model_config has unknown field 'width'"):
-        load_denoiser(path)
+        load(path)
 
 
 @pytest.mark.parametrize("key", ["config", "model_config", "model_class", "clip_x0"])
 def test_a_record_without_a_key_of_an_export_names_the_key(tmp_path, key):
     path = _export_copy(tmp_path, "digits", lambda meta: meta.pop(key))
     with pytest.raises(ValueError, match=rf"digits\.json lacks the key '{key}'"):
-        load_denoiser(path)
+        load(path)
 
 
 def test_loading_the_training_state_as_a_denoiser_points_to_the_export(tmp_path):
     config = _config(tmp_path)
     assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
     with pytest.raises(ValueError, match=r"tiny\.json is a training state .* load .*tiny-ema instead"):
-        load_denoiser(tmp_path / "runs" / "tiny")
+        load(tmp_path / "runs" / "tiny")
 
 
 def test_a_local_folder_named_like_a_shipped_model_does_not_hide_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "digits").mkdir()
-    _, _, meta = load_denoiser("digits")
+    _, _, meta = load("digits")
     assert meta["command"] == "python -m diffusion_lib.train digits --out runs"
 
 
 def test_neither_a_checkpoint_nor_a_shipped_name_says_both(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*nowhere\.json, and .* is not a shipped "
                                                 r"checkpoint; the shipped ones are \["):
-        load_denoiser(tmp_path / "nowhere")
+        load(tmp_path / "nowhere")
 
 
 def test_every_shipped_checkpoint_is_whole():
@@ -320,11 +322,11 @@ def test_every_shipped_checkpoint_is_whole():
 
 @pytest.mark.parametrize(("name", "clip_x0"), [("digits", 1.0), ("shapes_text", 1.0), ("shapes_latent", None)])
 def test_a_loaded_denoiser_carries_the_bound_of_its_data(name, clip_x0):
-    model, _, meta = load_denoiser(name)
+    model, _, meta = load(name)
     assert model.clip_x0 == meta["clip_x0"] == clip_x0  # pixels lie in [-1, 1]; latents have no fixed bound
 
 
 def test_an_export_records_the_bound_of_its_data(tmp_path):
     assert main([str(_config(tmp_path)), "--out", str(tmp_path / "runs")]) == 0
-    model, _, meta = load_denoiser(tmp_path / "runs" / "tiny-ema")
+    model, _, meta = load(tmp_path / "runs" / "tiny-ema")
     assert meta["clip_x0"] == 1.0 and model.clip_x0 == 1.0

@@ -23,7 +23,7 @@ NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
 
 # --------------------------------------------------------------------------- the chapters, read statically
 
-LOADERS = {"load_denoiser", "load_family", "load_autoencoder", "load_reference_classifier", "load_shapes_classifier"}
+LOADERS = {"load"}  # diffusion_lib.pretrained.load, the one loader of every shipped model
 MODEL_BUILDERS = {"unet_from_preset", "MLPDenoiser", "UNet", "MaskedWordModel"}
 SAMPLERS = {"sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddim_invert", "sdedit", "inpaint", "generate"}
 NOISE_NAMES = re.compile(r"^(x_T|x_grid|z.*)$")
@@ -123,8 +123,8 @@ def test_every_chapter_runs_its_models_and_data_on_the_budgets_device():
     """Read every code cell of every chapter and check these rules:
 
     1. ``Trainer(...)`` is given ``device=budget.device``.
-    2. Every loader (``load_denoiser``, ``load_family``, ``load_autoencoder``, ``load_reference_classifier``,
-       ``load_shapes_classifier``) is given ``device=budget.device``.
+    2. Every model loaded (``pretrained.load``, the one loader of every shipped model) is given
+       ``device=budget.device``.
     3. A model the chapter builds (``MODEL_BUILDERS``: ``unet_from_preset``, ``MLPDenoiser``, ...) is passed to a
        ``Trainer`` in the same cell (directly, or through the name it is assigned to), or is moved:
        ``unet_from_preset(...).to(budget.device)``. Exceptions: ``CPU_EXCEPTIONS``, each with its reason.
@@ -145,7 +145,7 @@ def test_the_static_check_catches_each_kind_of_cpu_bound_cell(tmp_path):
     source = "\n".join([
         "model = unet_from_preset('digits')",
         "trainer = Trainer(MLPDenoiser(dim=2), schedule, data)",
-        "shipped, schedule, meta = load_denoiser('digits')",
+        "shipped, schedule, meta = pretrained.load('digits')",
         "x_T = torch.randn(4, 1, 8, 8, generator=budget.generator(1))",
         "images = sample_ddim(shipped, torch.randn(4, 1, 8, 8), schedule, 10, generator=budget.generator(2))",
         "fine = sample_ddpm(model.to(budget.device), x_T.to(budget.device), schedule,",
@@ -426,14 +426,13 @@ def test_point_cloud_metrics_run_on_the_device_of_x_with_a_cpu_generator():
 
 
 def test_the_reference_classifiers_take_images_from_any_device_and_answer_on_the_cpu():
-    from diffusion_lib.models.classifier import load_reference_classifier
-    from diffusion_lib.models.shapes_classifier import load_shapes_classifier
+    from diffusion_lib.pretrained import load
 
-    digits = load_reference_classifier()
+    digits = load("digits_classifier").model
     images = torch.rand(5, 1, 8, 8) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(digits(_off_cpu(images)).cpu(), digits(images))
-    shapes = load_shapes_classifier()
+    shapes = load("shapes_classifier").model
     read = shapes.predict(_off_cpu(torch.rand(3, 3, 16, 16) * 2 - 1))
     assert {type(v) for v in read.values()} == {torch.Tensor}
 
@@ -443,7 +442,7 @@ def test_the_reference_classifiers_take_images_from_any_device_and_answer_on_the
 def test_figures_and_metrics_take_cuda_tensors():
     from diffusion_lib.data import load_digits
     from diffusion_lib.metrics import mmd_rbf, psnr, sample_quality, sliced_wasserstein, within_class_spread
-    from diffusion_lib.models.classifier import load_reference_classifier
+    from diffusion_lib.pretrained import load
     from diffusion_lib.viz import scatter_panels, show_images
 
     test = load_digits("test")[0]
@@ -451,7 +450,7 @@ def test_figures_and_metrics_take_cuda_tensors():
     show_images(samples)
     scatter_panels(torch.randn(1, 50, 2, device="cuda"), ["a"], color=torch.rand(50, device="cuda"))
     plt.close("all")
-    assert sample_quality(samples, classifier=load_reference_classifier(device="cuda"))["fd"] >= 0
+    assert sample_quality(samples, classifier=load("digits_classifier", device="cuda").model)["fd"] >= 0
     assert psnr(samples + 0.1, test[:40]) == pytest.approx(psnr(test[:40] + 0.1, test[:40]))
     assert within_class_spread(torch.randn(40, 3, device="cuda"), torch.arange(40) % 4) > 0
     x, y = torch.randn(30, 2, device="cuda"), torch.randn(20, 2)

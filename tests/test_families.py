@@ -12,8 +12,6 @@ import pytest
 import torch
 
 from diffusion_lib import checkpoints
-from diffusion_lib.cli import CONFIGS
-from diffusion_lib.cli import main as train_main
 from diffusion_lib.data import load_digits
 from diffusion_lib.families import (
     GAN,
@@ -24,11 +22,13 @@ from diffusion_lib.families import (
     VAEConfig,
     bits_per_pixel,
     from_tokens,
-    load_family,
     to_tokens,
-    train_family,
 )
-from diffusion_lib.families.cli import read_config
+from diffusion_lib.pretrained import load
+from diffusion_lib.train import train_family
+from diffusion_lib.train.command import main as train_main
+from diffusion_lib.train.config import CONFIGS
+from diffusion_lib.train.config import read_family_config as read_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("digits_vae", "digits_gan", "digits_autoregressive")
@@ -101,7 +101,7 @@ def test_the_autoregressive_model_is_causal():
 
 def test_the_vae_bounds_rise_from_the_elbo_with_k(test_images):
     """E[IWAE_1] = ELBO <= IWAE_10 <= IWAE_100 <= log p(x), averaged over 64 test digits with fixed seeds."""
-    model, _ = load_family("digits_vae")
+    model = load("digits_vae").model
     x = test_images[:64]
     with torch.no_grad():
         elbo = model.elbo(x, _gen(0)).mean()
@@ -113,7 +113,7 @@ def test_the_vae_bounds_rise_from_the_elbo_with_k(test_images):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_family_model_was_made_by_its_config_and_still_scores_its_test_metric(name, test_images):
-    model, meta = load_family(name)
+    model, _, meta = load(name)
     assert not model.training
     assert meta["command"] == f"python -m diffusion_lib.train {name} --out runs"
     config = read_config(CONFIGS / f"{name}.toml")
@@ -133,7 +133,7 @@ def test_every_shipped_family_model_was_made_by_its_config_and_still_scores_its_
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_samples_are_images_in_range_and_repeat_with_the_seed(name):
-    model, _ = load_family(name)
+    model = load(name).model
     a, b = model.sample(16, _gen(3)), model.sample(16, _gen(3))
     assert a.shape == (16, 1, 8, 8) and a.dtype == torch.float32
     assert a.min() >= -1 and a.max() <= 1 and a.std() > 0.1
@@ -180,7 +180,7 @@ def test_a_saved_and_loaded_model_gives_the_same_outputs(family, tmp_path, test_
     model = SMALL[family]().eval()
     meta = {"model_class": type(model).__name__, "model_config": dataclasses.asdict(model.config)}
     checkpoints.save(tmp_path / family, dict(model.state_dict()), meta)
-    loaded, _ = load_family(tmp_path / family)
+    loaded = load(tmp_path / family).model
     torch.testing.assert_close(loaded.sample(8, _gen(0)), model.sample(8, _gen(0)), rtol=0, atol=0)
     if family != "gan":
         x = test_images[:8]
@@ -192,7 +192,7 @@ def test_a_saved_and_loaded_model_gives_the_same_outputs(family, tmp_path, test_
 def test_the_training_command_line_writes_a_checkpoint_that_loads(name, tmp_path, capsys):
     config = f"diffusion_lib/configs/{name}.toml"
     assert train_main([str(ROOT / config), "--steps", "3", "--out", str(tmp_path)]) == 0
-    model, meta = load_family(tmp_path / name)
+    model, _, meta = load(tmp_path / name)
     record = json.loads((tmp_path / f"{name}.json").read_text())
     assert record == meta and meta["steps"] == 3 and meta["train_seconds"] >= 0
     assert meta["command"] == f"python -m diffusion_lib.train {ROOT / config} --steps 3 --out {tmp_path}"

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
-from diffusion_lib import checkpoints
 from diffusion_lib.data.shapes import captioned_shapes
-from diffusion_lib.latent import TEST_DRAW, TWO_OBJECT_FRACTION, Autoencoder, load_autoencoder
 from diffusion_lib.metrics import psnr
+from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
+from diffusion_lib.pretrained import load
+from diffusion_lib.recipes.autoencoder import TEST_DRAW, TWO_OBJECT_FRACTION
 
 
 def test_the_autoencoder_halves_the_side_and_checks_its_input():
     torch.manual_seed(0)
-    model = Autoencoder(channels=3, latent_channels=4, width=8).eval()
+    model = Autoencoder(AutoencoderConfig(channels=3, latent_channels=4, width=8)).eval()
     x = torch.rand(5, 3, 16, 16) * 2 - 1
     z = model.encode(x, batch_size=2)
     assert z.shape == (5, 4, 8, 8) and not z.requires_grad
@@ -26,7 +27,7 @@ def test_the_autoencoder_halves_the_side_and_checks_its_input():
 
 def test_fit_scale_gives_latents_of_unit_variance_and_decode_undoes_it():
     torch.manual_seed(0)
-    model = Autoencoder(width=8).eval()
+    model = Autoencoder(AutoencoderConfig(width=8)).eval()
     x = torch.rand(64, 3, 16, 16) * 2 - 1
     scale = model.fit_scale(x)
     z = model.encode(x)
@@ -39,7 +40,7 @@ def test_fit_scale_gives_latents_of_unit_variance_and_decode_undoes_it():
 
 def test_the_kl_term_vanishes_when_the_posterior_is_the_prior():
     torch.manual_seed(0)
-    model = Autoencoder(width=8)
+    model = Autoencoder(AutoencoderConfig(width=8))
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     last = model.encoder[-1]
     torch.nn.init.zeros_(last.weight)
@@ -53,8 +54,7 @@ def test_the_kl_term_vanishes_when_the_posterior_is_the_prior():
 
 
 def test_the_shipped_autoencoder_still_reconstructs_as_its_record_says():
-    model = load_autoencoder()
-    _, meta = checkpoints.load(checkpoints.pretrained_path("shapes_autoencoder"))
+    model, _, meta = load("shapes_autoencoder")
     test = captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
     z = model.encode(test.images)
     with torch.no_grad():
@@ -62,11 +62,12 @@ def test_the_shipped_autoencoder_still_reconstructs_as_its_record_says():
     assert psnr(reconstructions, test.images) == pytest.approx(meta["test_psnr_db"], abs=0.01)
     assert meta["test_psnr_db"] > 30 and min(meta["test_attributes_kept"].values()) > 0.97, meta
     assert float(z.std()) == pytest.approx(1.0, abs=0.05)  # the scale, fitted on the training scenes
-    assert meta["command"] == "python -m diffusion_lib.latent --out diffusion_lib/pretrained"
+    assert meta["command"] == "python -m diffusion_lib.recipes.autoencoder --out diffusion_lib/pretrained"
 
 
 def test_a_latent_config_trains_on_the_autoencoders_latents(tmp_path):
-    from diffusion_lib.cli import load_data, read_config
+    from diffusion_lib.recipes.diffusion import load_data
+    from diffusion_lib.train.config import read_config
 
     config_file = tmp_path / "latent.toml"
     config_file.write_text('[data]\ndataset = "shapes"\nn_train = 300\nlatent = "shapes_autoencoder"\n'
@@ -75,19 +76,18 @@ def test_a_latent_config_trains_on_the_autoencoders_latents(tmp_path):
     latents, captions = load_data(config["data"])
     images = captioned_shapes(300, 0, two_object_fraction=0.5).images
     assert latents.shape == (300, 4, 8, 8) and len(captions) == 300
-    assert torch.allclose(latents, load_autoencoder().encode(images), atol=1e-5)
+    assert torch.allclose(latents, load("shapes_autoencoder").model.encode(images), atol=1e-5)
     config_file.write_text(config_file.read_text().replace("[model]", "low_resolution = 8\n[model]"))
     with pytest.raises(ValueError, match=r"data\.latent and data\.low_resolution cannot be combined"):
         read_config(config_file)
 
 
 def test_the_shipped_latent_model_draws_what_one_object_prompts_ask_for_once_decoded():
-    from diffusion_lib.cli import load_denoiser
-    from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
+    from diffusion_lib.evaluation.shapes import adherence
     from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
 
-    model, schedule, meta = load_denoiser("shapes_latent")
-    autoencoder = load_autoencoder(meta["config"]["data"]["latent"])
+    model, schedule, meta = load("shapes_latent")
+    autoencoder = load(meta["config"]["data"]["latent"]).model
     prompts = captioned_shapes(48, 5, two_object_fraction=0.0)
     x_T = torch.randn(48, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -95,5 +95,5 @@ def test_the_shipped_latent_model_draws_what_one_object_prompts_ask_for_once_dec
                             cond=model.encode_prompts(prompts.captions), clip_x0=float(autoencoder.bound))
         images = autoencoder.decode(z).clamp(-1, 1)
     assert float(z.abs().max()) <= float(autoencoder.bound) * 1.5  # within the training latents' range
-    scores = adherence(load_shapes_classifier().predict(images), prompts.scenes)
+    scores = adherence(load("shapes_classifier").model.predict(images), prompts.scenes)
     assert scores["one.all"] > 0.85, scores

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from diffusion_lib import checkpoints
-from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
 from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.models.unet import PRESETS, UNet
+from diffusion_lib.pretrained import load
 
 
 def test_the_digits_model_loads_in_one_call_and_says_how_it_was_made():
-    model, schedule, meta = load_denoiser("digits")
+    model, schedule, meta = load("digits")
     assert isinstance(model, UNet) and not model.training
     assert model.config == PRESETS["digits"]
     assert (schedule.name, schedule.T) == ("cosine", 1000)
@@ -22,7 +22,7 @@ def test_the_digits_model_loads_in_one_call_and_says_how_it_was_made():
 
 
 def test_the_digits_model_still_scores_its_recorded_test_loss_far_below_an_untrained_one():
-    model, schedule, meta = load_denoiser("digits")
+    model, schedule, meta = load("digits")
     test_x, _ = load_digits("test")
     measured = evaluate_loss(model, test_x, schedule, seed=0)
     assert measured == pytest.approx(meta["test_loss"], abs=1e-5)
@@ -33,7 +33,7 @@ def test_the_digits_model_still_scores_its_recorded_test_loss_far_below_an_untra
 
 def test_an_unknown_shipped_name_lists_the_available_ones():
     with pytest.raises(ValueError, match=r"no shipped checkpoint named 'imagenet'; available: \[.*'digits'"):
-        checkpoints.pretrained_path("imagenet")
+        checkpoints.resolve("imagenet")
 
 
 SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr", "shapes_text_frozen",
@@ -42,9 +42,10 @@ SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "
 
 @pytest.mark.parametrize("name", SHIPPED_DENOISERS)
 def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test_loss(name):
-    from diffusion_lib.cli import CONFIGS, condition, load_data, read_config
+    from diffusion_lib.recipes.diffusion import condition, load_data
+    from diffusion_lib.train.config import CONFIGS, read_config
 
-    model, schedule, meta = load_denoiser(name)
+    model, schedule, meta = load(name)
     config = read_config(CONFIGS / f"{name}.toml")
     assert meta["command"] == f"python -m diffusion_lib.train {name} --out runs"
     for table, values in meta["config"].items():
@@ -59,11 +60,10 @@ def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test
 def test_guidance_makes_the_shipped_digits_model_draw_the_requested_class():
     """The benchmark (1,000 samples, DDIM 50) measured accuracy 0.107 at w = 0, 0.964 at w = 1 and 1.000 from w = 2."""
     from diffusion_lib.metrics import conditional_accuracy
-    from diffusion_lib.models.classifier import load_reference_classifier
     from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
 
-    model, schedule, _ = load_denoiser("digits_class")
-    classifier = load_reference_classifier()
+    model, schedule, _ = load("digits_class")
+    classifier = load("digits_classifier").model
     requested = torch.arange(10).repeat_interleave(20)
     x_T = torch.randn(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     accuracy = {}
@@ -79,15 +79,15 @@ def test_the_shipped_super_resolution_model_recovers_the_shapes_that_interpolati
     """The benchmark (500 images) measured PSNR 35.0 dB against 22.3 dB for bilinear, every object read right."""
     from diffusion_lib.data.shapes import captioned_shapes
     from diffusion_lib.editing import downsample, super_resolve, upsample
+    from diffusion_lib.evaluation.shapes import adherence
     from diffusion_lib.metrics import psnr
-    from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
 
-    model, schedule, _ = load_denoiser("shapes_sr")
+    model, schedule, _ = load("shapes_sr")
     data = captioned_shapes(60, 2)
     low = downsample(data.images, 8)
     with torch.no_grad():
         sharp = super_resolve(model, low, schedule, 16, 20, generator=torch.Generator().manual_seed(0))
 
     assert psnr(sharp, data.images) > psnr(upsample(low, 16), data.images) + 8
-    scores = adherence(load_shapes_classifier().predict(sharp), data.scenes)
+    scores = adherence(load("shapes_classifier").model.predict(sharp), data.scenes)
     assert scores["one.all"] >= 0.95 and scores["two.binding"] >= 0.95, scores

@@ -71,12 +71,12 @@ def test_the_quick_start_draws_sixteen_valid_digits_in_a_few_lines():
 def test_without_the_clamp_the_quick_start_returns_pixels_in_the_thousands_as_the_readme_says():
     import torch
 
-    from diffusion_lib.cli import load_denoiser
+    from diffusion_lib.pretrained import load
     from diffusion_lib.samplers import sample_ddim
 
     claim = "Without it (`clip_x0=None`) the same call returns pixels in the thousands"
     assert claim in (ROOT / "README.md").read_text()
-    model, schedule, _ = load_denoiser("digits")
+    model, schedule, _ = load("digits")
     torch.manual_seed(0)
     images = sample_ddim(model, torch.randn(16, 1, 8, 8), schedule, clip_x0=None)
     assert images.abs().max() > 1000

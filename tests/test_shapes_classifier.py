@@ -2,9 +2,10 @@
 
 import torch
 
-from diffusion_lib import checkpoints
 from diffusion_lib.data.shapes import captioned_shapes, parse_caption
-from diffusion_lib.models.shapes_classifier import TEST_SEED, adherence, load_shapes_classifier, perturb
+from diffusion_lib.evaluation.shapes import adherence
+from diffusion_lib.pretrained import load
+from diffusion_lib.recipes.shapes_classifier import TEST_SEED, perturb
 
 
 def truth(data):
@@ -35,8 +36,7 @@ def test_adherence_counts_each_attribute_on_its_own():
 
 
 def test_the_shipped_classifier_reads_fresh_and_held_out_scenes_clean_or_perturbed():
-    model = load_shapes_classifier()
-    _, meta = checkpoints.load(checkpoints.pretrained_path("shapes_classifier"))
+    model, _, meta = load("shapes_classifier")
     assert meta["command"] == "python -m diffusion_lib.models.shapes_classifier --out diffusion_lib/pretrained"
     fresh = captioned_shapes(600, TEST_SEED + 1000, held_out="include")
     held_out = captioned_shapes(200, 0, two_object_fraction=1.0, held_out="only")

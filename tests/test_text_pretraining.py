@@ -5,18 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion_lib import checkpoints
 from diffusion_lib.data.shapes import captioned_shapes
 from diffusion_lib.models.text import TextConditionedUNet, TextEncoder, TextUNetConfig, Tokenizer
-from diffusion_lib.models.text_pretraining import (
-    TEST_DRAW,
-    TWO_OBJECT_FRACTION,
-    MaskedWordModel,
-    hide_words,
-    load_pretrained_encoder,
-    masked_word_loss,
-)
+from diffusion_lib.models.text_pretraining import MaskedWordConfig, MaskedWordModel, hide_words, masked_word_loss
 from diffusion_lib.models.unet import UNetConfig
+from diffusion_lib.pretrained import load
+from diffusion_lib.recipes.text_encoder import TEST_DRAW, TWO_OBJECT_FRACTION
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 
@@ -36,28 +30,27 @@ def test_hidden_words_are_words_at_the_stated_rate_and_at_least_one_per_caption(
         hide_words(ids, mask, 1.0, torch.Generator())
 
 
-def load_masked_word_model():
-    tensors, meta = checkpoints.load(checkpoints.pretrained_path("shapes_text_encoder"))
-    config = meta["encoder_config"]
-    model = MaskedWordModel(config["vocab_size"], config["dim"], config["depth"], config["heads"], config["max_len"])
-    model.load_state_dict(tensors)
-    return model.eval(), meta
+def load_pretrained_encoder():
+    """The shipped pretrained text encoder (a TextEncoder) and its record."""
+    model, _, meta = load("shapes_text_encoder")
+    return model.encoder, meta
 
 
 def test_the_shipped_encoder_still_scores_its_masked_word_accuracy_far_above_an_untrained_one():
-    model, meta = load_masked_word_model()
+    model, _, meta = load("shapes_text_encoder")
+    assert isinstance(model, MaskedWordModel) and not model.training
     tokenizer = Tokenizer(meta["vocab"])
     captions = captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION).captions
-    ids, mask = tokenizer.encode(captions, meta["encoder_config"]["max_len"])
+    ids, mask = tokenizer.encode(captions, meta["model_config"]["max_len"])
     hidden = hide_words(ids, mask, meta["rate"], torch.Generator().manual_seed(1))
     with torch.no_grad():
         loss, accuracy = masked_word_loss(model, ids, mask, hidden)
         torch.manual_seed(0)
-        _, untrained = masked_word_loss(MaskedWordModel(len(tokenizer)), ids, mask, hidden)
+        _, untrained = masked_word_loss(MaskedWordModel(MaskedWordConfig(len(tokenizer))), ids, mask, hidden)
     assert float(accuracy) == pytest.approx(meta["test_accuracy"], abs=1e-4)
     assert float(loss) == pytest.approx(meta["test_loss"], abs=1e-4)
     assert meta["test_accuracy"] > 0.6 and float(untrained) < 0.2, (meta["test_accuracy"], float(untrained))
-    assert meta["command"] == "python -m diffusion_lib.models.text_pretraining --out diffusion_lib/pretrained"
+    assert meta["command"] == "python -m diffusion_lib.recipes.text_encoder --out diffusion_lib/pretrained"
 
 
 def test_the_shipped_encoder_reads_the_vocabulary_of_the_diffusion_models_captions():
@@ -105,7 +98,8 @@ def test_loading_an_encoder_of_another_vocabulary_or_size_is_an_error():
 
 
 def test_the_cli_loads_the_pretrained_encoder_and_freezes_it(tmp_path):
-    from diffusion_lib.cli import build, read_config
+    from diffusion_lib.recipes.diffusion import build
+    from diffusion_lib.train.config import read_config
 
     config_file = tmp_path / "frozen.toml"
     config_file.write_text('[data]\ndataset = "shapes"\nn_train = 2000\ntwo_object_fraction = 0.7\n'

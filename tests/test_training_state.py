@@ -10,12 +10,14 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from diffusion_lib import checkpoints
-from diffusion_lib.cli import load_denoiser, main, read_config
 from diffusion_lib.data import load_digits
 from diffusion_lib.models import MLPDenoiser
 from diffusion_lib.models.unet import unet_from_preset
+from diffusion_lib.pretrained import load
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
+from diffusion_lib.train.command import main
+from diffusion_lib.train.config import read_config
 
 DIGITS = load_digits("train")[0][:256]
 
@@ -204,7 +206,7 @@ def test_the_command_line_trains_saves_resumes_and_exports(tmp_path, capsys):
         assert (tmp_path / "runs" / name).is_file()
     assert main([str(config), "--out", str(tmp_path / "runs"), "--resume", "--steps", "5"]) == 0
     assert "resumed from" in capsys.readouterr().out
-    model, schedule, meta = load_denoiser(tmp_path / "runs" / "tiny-ema")
+    model, schedule, meta = load(tmp_path / "runs" / "tiny-ema")
     assert meta["steps"] == 5 and meta["command"].startswith("python -m diffusion_lib.train ")
     assert schedule.T == 100 and meta["library_version"]
     x = torch.randn(4, 1, 8, 8)
@@ -245,7 +247,7 @@ def test_the_command_line_trains_and_exports_a_text_model_that_loads_back_the_sa
     config = tmp_path / "text.toml"
     config.write_text(TINY_TEXT.replace("heads = 2", f'heads = 2\nmode = "{mode}"'))
     assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
-    model, _, meta = load_denoiser(tmp_path / "runs" / "text-ema")
+    model, _, meta = load(tmp_path / "runs" / "text-ema")
     assert isinstance(model, TextConditionedUNet) and model.config.mode == mode
     assert meta["model_class"] == "TextConditionedUNet" and meta["test_loss"] > 0
     assert "circle" in model.tokenizer.vocab and model.tokenizer.vocab[0] == "<pad>"
@@ -308,8 +310,8 @@ def test_a_missing_config_file_is_named(tmp_path):
 
 
 def test_the_shipped_configs_are_valid():
-    from diffusion_lib.cli import CONFIGS as root
-    from diffusion_lib.families.cli import read_config as read_family_config
+    from diffusion_lib.train.config import CONFIGS as root
+    from diffusion_lib.train.config import read_family_config
 
     names = sorted(p.name for p in root.glob("*.toml"))
     families = ["digits_autoregressive.toml", "digits_gan.toml", "digits_vae.toml"]

@@ -27,26 +27,28 @@ from diffusion_lib.checks import check_int, check_real
 def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int,
                       batch_loss: Callable[[], torch.Tensor], *,
                       scheduler=None, progress: bool = False) -> float:
-    """The plain loop of the library's auxiliary models (the shapes classifier, the text encoder, the autoencoder):
-    ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and scheduler step.
+    """The plain loop of the library's auxiliary models (the reference classifiers, the text encoder, the
+    autoencoder): ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and
+    scheduler step.
 
-    Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; prints the loss
-    every 500 steps with ``progress``. Returns the wall time in seconds.
+    Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; with ``progress``,
+    a ``tqdm.auto`` progress bar shows the loss every 500 steps. Returns the wall time in seconds.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
         model.train()
-        for step in range(steps):
-            loss = batch_loss()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{steps}: loss {loss.item():.5f}", flush=True)
+        with tqdm(range(steps), disable=not progress, desc="training") as bar:
+            for step in bar:
+                loss = batch_loss()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                if progress and (step + 1) % 500 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.5f}")
     finally:
         torch.set_num_threads(threads)
     return time.perf_counter() - start

@@ -22,7 +22,7 @@ On a GPU nothing in the loop waits for the device: losses stay on it and are cop
 ``log_every`` steps, which is also when they are checked for NaN/inf.
 
 Command line: ``python -m diffusion_lib.train CONFIG.toml [--steps N] [--out DIR] [--resume]``, and the same under
-``torchrun --nproc_per_node=N -m diffusion_lib.train ...`` for several GPUs (see :mod:`diffusion_lib.cli`).
+``torchrun --nproc_per_node=N -m diffusion_lib.train ...`` for several GPUs (see :mod:`diffusion_lib.train.command`).
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ class Trainer:
                 history up to its step, so a resumed run ends with the history of an uninterrupted one.
             should_stop: asked after each step (at each log point in a distributed run, where it is enough that one
                 process says yes); when it says yes, fit saves a checkpoint (with ``checkpoint_path``) and returns
-                early. The command line passes a :class:`~diffusion_lib.cli.StopRequest` (Ctrl-C, SIGTERM).
+                early. The command line passes a :class:`~diffusion_lib.train.runs.StopRequest` (Ctrl-C, SIGTERM).
 
         Raises:
             FloatingPointError: a loss was NaN or infinite; it names the first such step. Training may have gone on
