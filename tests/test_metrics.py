@@ -199,10 +199,10 @@ _GOOD = torch.randn(4, 2)
 
 
 @pytest.mark.parametrize(("x", "y", "kwargs", "match"), [
-    (torch.randn(4), _GOOD, {}, r"x must be 2-D"),
-    (_GOOD, torch.randn(2, 4, 2), {}, r"y must be 2-D"),
+    (torch.randn(4), _GOOD, {}, r"x must be a float tensor of shape \(points, D\)"),
+    (_GOOD, torch.randn(2, 4, 2), {}, r"y must be a float tensor of shape \(points, D\)"),
     (_GOOD, torch.randn(4, 3), {}, r"y must have the dimension D = 2"),
-    (torch.ones(4, 2, dtype=torch.int64), _GOOD, {}, r"x must have a floating dtype"),
+    (torch.ones(4, 2, dtype=torch.int64), _GOOD, {}, r"x must be a float tensor"),
     (torch.randn(0, 2), _GOOD, {}, r"x must have at least 1 point"),
     (_GOOD, _GOOD, {"n_projections": 0}, r"n_projections must be an int >= 1"),
     (_GOOD, _GOOD, {"p": 0.5}, r"p must be a finite number >= 1"),
@@ -213,9 +213,9 @@ def test_sliced_wasserstein_rejects_bad_input(x, y, kwargs, match):
 
 
 @pytest.mark.parametrize(("x", "y", "kwargs", "match"), [
-    (torch.randn(4, 2, 1), _GOOD, {}, r"x must be 2-D"),
+    (torch.randn(4, 2, 1), _GOOD, {}, r"x must be a float tensor of shape \(points, D\)"),
     (_GOOD, torch.randn(4, 5), {}, r"y must have the dimension D = 2"),
-    (_GOOD, torch.ones(4, 2, dtype=torch.int32), {}, r"y must have a floating dtype"),
+    (_GOOD, torch.ones(4, 2, dtype=torch.int32), {}, r"y must be a float tensor"),
     (torch.randn(1, 2), _GOOD, {}, r"x must have at least 2 point"),
     (_GOOD, _GOOD, {"bandwidth": 0.0}, r"bandwidth must be a finite number > 0"),
     (_GOOD, _GOOD, {"bandwidth": -1.0}, r"bandwidth must be a finite number > 0"),

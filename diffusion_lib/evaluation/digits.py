@@ -64,7 +64,8 @@ def sample_quality(
         samples: (N, 1, 8, 8) images in [-1, 1] (not checked: values outside are legitimate, and scored), N >= 2, on
             any device: they are moved to the classifier's for its features, and compared on the CPU otherwise.
         classifier: a :class:`~diffusion_lib.models.classifier.DigitsClassifier` (``features`` and ``head``), whose
-            features and predicted classes are used; None (default): the shipped one, ``load("digits_classifier").model``.
+            features and predicted classes are used; None (default): the shipped one,
+            ``load("digits_classifier").model``.
         reference: "test" (default, 360 images) or "train" (1,437) split of the digits, or a tensor of images.
         train: the training images of the memorisation check; None (default): the digits train split.
         requested: (N,) class labels the samples were conditioned on, for ``conditional_accuracy``.

@@ -1,0 +1,48 @@
+"""Metrics: how far are samples from the data? Plain functions of tensors, with no data sets or networks to load.
+
+Three modules, one idea each; every public name is also importable from here (``from diffusion_lib.metrics import
+psnr``):
+
+- :mod:`diffusion_lib.metrics.point_clouds`, distances between point clouds (N, D) and (M, D), for the 2-D
+  chapters: ``sliced_wasserstein``, ``mmd_rbf``.
+- :mod:`diffusion_lib.metrics.features`, what a classifier sees in image samples, from its features and predicted
+  classes: ``frechet_distance``, ``kernel_inception_distance``; ``class_histogram``, ``coverage``,
+  ``class_entropy``, ``within_class_spread``, ``conditional_accuracy``.
+- :mod:`diffusion_lib.metrics.pixels`, distances between images in pixel space: ``nearest_neighbour_distances``,
+  ``memorisation_rate``, ``psnr``.
+
+The evaluation of digits samples against fixed references, with the data and the classifier loaded for you, is
+:func:`diffusion_lib.evaluation.digits.sample_quality`.
+
+**Devices.** Every function takes tensors on any device, so a chapter that samples on a GPU measures its samples as
+they are. The point-cloud distances compute on the device of ``x`` (``y`` is moved there) and return a tensor there;
+the feature and pixel metrics bring their inputs to the CPU and return Python floats or CPU tensors, ready for
+printing, numpy and matplotlib. On a CPU nothing moves.
+"""
+
+from diffusion_lib.metrics.features import (
+    class_entropy,
+    class_histogram,
+    conditional_accuracy,
+    coverage,
+    frechet_distance,
+    kernel_inception_distance,
+    within_class_spread,
+)
+from diffusion_lib.metrics.pixels import memorisation_rate, nearest_neighbour_distances, psnr
+from diffusion_lib.metrics.point_clouds import mmd_rbf, sliced_wasserstein
+
+__all__ = [
+    "class_entropy",
+    "class_histogram",
+    "conditional_accuracy",
+    "coverage",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "memorisation_rate",
+    "mmd_rbf",
+    "nearest_neighbour_distances",
+    "psnr",
+    "sliced_wasserstein",
+    "within_class_spread",
+]
