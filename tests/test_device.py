@@ -385,6 +385,7 @@ def test_field_panels_runs_the_denoiser_on_the_device_of_its_parameters():
 
 def test_image_metrics_take_tensors_that_are_not_on_the_cpu():
     from diffusion_lib.data import load_digits
+    from diffusion_lib.evaluation.digits import sample_quality
     from diffusion_lib.metrics import (
         class_histogram,
         conditional_accuracy,
@@ -393,7 +394,6 @@ def test_image_metrics_take_tensors_that_are_not_on_the_cpu():
         memorisation_rate,
         nearest_neighbour_distances,
         psnr,
-        sample_quality,
         within_class_spread,
     )
 
@@ -441,7 +441,8 @@ def test_the_reference_classifiers_take_images_from_any_device_and_answer_on_the
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_figures_and_metrics_take_cuda_tensors():
     from diffusion_lib.data import load_digits
-    from diffusion_lib.metrics import mmd_rbf, psnr, sample_quality, sliced_wasserstein, within_class_spread
+    from diffusion_lib.evaluation.digits import sample_quality
+    from diffusion_lib.metrics import mmd_rbf, psnr, sliced_wasserstein, within_class_spread
     from diffusion_lib.pretrained import load
     from diffusion_lib.viz import scatter_panels, show_images
 

@@ -125,7 +125,7 @@ def test_every_shipped_family_model_was_made_by_its_config_and_still_scores_its_
         elif isinstance(model, AutoregressiveTransformer):
             measured = bits_per_pixel(-model.log_prob(model.to_tokens(test_images))).mean()
         else:
-            from diffusion_lib.metrics import sample_quality
+            from diffusion_lib.evaluation.digits import sample_quality
 
             measured = sample_quality(model.sample(1000, _gen(0)))["fd"]
     assert float(measured) == pytest.approx(meta["test_metric"]["value"], rel=1e-4)
