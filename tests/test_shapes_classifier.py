@@ -37,7 +37,7 @@ def test_adherence_counts_each_attribute_on_its_own():
 
 def test_the_shipped_classifier_reads_fresh_and_held_out_scenes_clean_or_perturbed():
     model, _, meta = load("shapes_classifier")
-    assert meta["command"] == "python -m diffusion_lib.models.shapes_classifier --out diffusion_lib/pretrained"
+    assert meta["command"] == "python -m diffusion_lib.recipes.shapes_classifier --out diffusion_lib/pretrained"
     fresh = captioned_shapes(600, TEST_SEED + 1000, held_out="include")
     held_out = captioned_shapes(200, 0, two_object_fraction=1.0, held_out="only")
     noisy = perturb(fresh.images, torch.Generator().manual_seed(0))
