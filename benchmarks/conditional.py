@@ -29,38 +29,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
+from record import SHIPPED_RESULTS, machine, write_json
 
-from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
 from diffusion_lib.data.shapes import CaptionedShapes, captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
-from diffusion_lib.latent import generate as generate_images
-from diffusion_lib.latent import load_autoencoder
+from diffusion_lib.evaluation.shapes import adherence
 from diffusion_lib.metrics import conditional_accuracy, frechet_distance, psnr, within_class_spread
-from diffusion_lib.models.classifier import load_reference_classifier
-from diffusion_lib.models.shapes_classifier import adherence, load_shapes_classifier
+from diffusion_lib.pipelines import generate as generate_images
+from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
 
-RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results"
 DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 TEXT_SCALES = (1.0, 3.0, 5.0)
 TEXT_MODELS = ("shapes_text", "shapes_pooled", "shapes_text_frozen", "shapes_latent")
 
 
-def machine() -> dict:
-    return {"date": date.today().isoformat(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
-
-
 def digits() -> dict:
-    model, schedule, _ = load_denoiser("digits_class")
-    classifier = load_reference_classifier()
+    model, schedule, _ = load("digits_class")
+    classifier = load("digits_classifier").model
     test_x, test_y = load_digits("test")
     requested = torch.arange(10).repeat_interleave(100)
     x_T = torch.randn(1000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -91,25 +81,25 @@ def prompts() -> dict[str, CaptionedShapes]:
 
 
 def generate(model, schedule, meta, captions: list[str], scale: float) -> torch.Tensor:
-    """Images (N, 3, 16, 16) for the captions with :func:`diffusion_lib.latent.generate` (DPM-Solver++(2M) 20 steps)
+    """Images (N, 3, 16, 16) for the captions with :func:`diffusion_lib.pipelines.generate` (DPM-Solver++(2M) 20 steps)
     from x_T seeded 0; a latent model (its config names an autoencoder) has its samples decoded."""
     config = meta["model_config"]["unet"]
     x_T = torch.randn(len(captions), config["in_channels"], config["image_size"], config["image_size"],
                       generator=torch.Generator().manual_seed(0))
     latent = meta["config"]["data"].get("latent")
     return generate_images(model, schedule, captions, x_T, guidance=scale,
-                           autoencoder=load_autoencoder(latent) if latent else None)
+                           autoencoder=load(latent).model if latent else None)
 
 
 def text(names: list[str]) -> dict:
     """Adherence and FD (shapes classifier features, against the real images of the same prompts) of each model."""
-    classifier = load_shapes_classifier()
+    classifier = load("shapes_classifier").model
     sets = prompts()
     with torch.no_grad():
         real = {kind: classifier.features(data.images) for kind, data in sets.items()}
     rows = []
     for name in names:
-        model, schedule, meta = load_denoiser(name)
+        model, schedule, meta = load(name)
         for scale in TEXT_SCALES:
             for kind, data in sets.items():
                 start = time.perf_counter()
@@ -131,8 +121,8 @@ def text(names: list[str]) -> dict:
 
 
 def super_resolution() -> dict:
-    model, schedule, _ = load_denoiser("shapes_sr")
-    classifier = load_shapes_classifier()
+    model, schedule, _ = load("shapes_sr")
+    classifier = load("shapes_classifier").model
     data = captioned_shapes(500, 1)
     low = downsample(data.images, 8)
     with torch.no_grad():
@@ -148,11 +138,11 @@ def super_resolution() -> dict:
 
 
 def table() -> None:
-    guidance = json.loads((RESULTS / "digits_guidance.json").read_text())
+    guidance = json.loads((SHIPPED_RESULTS / "digits_guidance.json").read_text())
     print("| scale | accuracy | FD | spread |\n| --- | --- | --- | --- |")
     for r in guidance["rows"]:
         print(f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['fd']:.1f} | {r['spread']:.2f} |")
-    adh = json.loads((RESULTS / "text_adherence.json").read_text())
+    adh = json.loads((SHIPPED_RESULTS / "text_adherence.json").read_text())
     print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped | FD |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in adh["rows"]:
@@ -177,15 +167,13 @@ def main() -> None:
     if what == "text":
         name, names = "text_adherence", args.models or list(TEXT_MODELS)
         result = text(names)
-        old = RESULTS / f"{name}.json"
+        old = SHIPPED_RESULTS / f"{name}.json"
         kept = [r for r in json.loads(old.read_text())["rows"] if r["model"] not in names] if old.exists() else []
         result["rows"] = sorted(kept + result["rows"], key=lambda r: TEXT_MODELS.index(r["model"]))
     else:
         run, name = {"digits": (digits, "digits_guidance"), "sr": (super_resolution, "super_resolution")}[what]
         result = run()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS / name}.json")
+    write_json(SHIPPED_RESULTS / f"{name}.json", result)
 
 
 if __name__ == "__main__":

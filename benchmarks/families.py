@@ -5,9 +5,9 @@
 
 For each shipped model (``digits_vae``, ``digits_gan``, ``digits_autoregressive`` and the diffusion model
 ``digits``): FD, KID (mean ± std over 50 subsets) and class coverage of 1,000 samples (seed 0) against the 360 test
-digits (:func:`diffusion_lib.metrics.sample_quality`); the training time recorded in its JSON; the wall time of
-drawing a batch of 1,000 samples on one CPU thread, per sample; its parameters (every trained weight: the GAN's
-discriminator and the VAE's encoder included); and the likelihood of the test split in bits per pixel where the
+digits (:func:`diffusion_lib.evaluation.digits.sample_quality`); the training time recorded in its JSON; the wall
+time of drawing a batch of 1,000 samples on one CPU thread, per sample; its parameters (every trained weight: the
+GAN's discriminator and the VAE's encoder included); and the likelihood of the test split in bits per pixel where the
 family has one: the VAE's negative ELBO (one z per image) and its IWAE bound with K = 100 (seed 0), the
 autoregressive model's exact negative log-likelihood. The diffusion model samples with DDIM, 50 steps, x_T seeded 0,
 x̂_0 clipped to [-1, 1]; the VAE draws z seeded 0 and shows each pixel's expected grey level.
@@ -19,27 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
+from record import SHIPPED_RESULTS, machine, write_json
 
-from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data import load_digits
-from diffusion_lib.families import VAE, AutoregressiveTransformer, bits_per_pixel, load_family
-from diffusion_lib.metrics import SAMPLE_COUNT, sample_quality
+from diffusion_lib.evaluation.digits import SAMPLE_COUNT, sample_quality
+from diffusion_lib.families import VAE, AutoregressiveTransformer, bits_per_pixel
+from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import sample_ddim
 
-RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results"
 FAMILIES = (("VAE", "digits_vae"), ("GAN", "digits_gan"), ("autoregressive", "digits_autoregressive"),
             ("diffusion", "digits"))
-
-
-def machine() -> dict:
-    return {"description": "a 2-core CPU, one thread", "date": date.today().isoformat(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
 
 
 def likelihoods(model, test_x: torch.Tensor) -> dict[str, float]:
@@ -54,10 +46,7 @@ def likelihoods(model, test_x: torch.Tensor) -> dict[str, float]:
 
 
 def measure(family: str, name: str, test_x: torch.Tensor) -> dict:
-    if family == "diffusion":
-        model, schedule, meta = load_denoiser(name)
-    else:
-        model, meta = load_family(name)
+    model, schedule, meta = load(name)  # schedule: None for the families that are not diffusion
     with torch.no_grad():
         start = time.perf_counter()
         if family == "diffusion":
@@ -80,11 +69,12 @@ def run() -> dict:
     test_x = load_digits("test")[0]
     rows = [measure(family, name, test_x) for family, name in FAMILIES]
     return {"samples": f"{SAMPLE_COUNT} samples, seed 0, against the 360 test digits",
-            "diffusion_sampler": "DDIM 50 steps, clip_x0=1, x_T seed 0", "rows": rows, "machine": machine()}
+            "diffusion_sampler": "DDIM 50 steps, clip_x0=1, x_T seed 0", "rows": rows,
+            "machine": machine(description="a 2-core CPU, one thread")}
 
 
 def table() -> None:
-    result = json.loads((RESULTS / "families.json").read_text())
+    result = json.loads((SHIPPED_RESULTS / "families.json").read_text())
     print("| family | FD | KID | coverage | training (s) | ms / sample | parameters | test bits / pixel |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["rows"]:
@@ -104,10 +94,7 @@ def main() -> None:
     if parser.parse_args().what == "table":
         table()
         return
-    result = run()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "families.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS / 'families.json'}")
+    write_json(SHIPPED_RESULTS / "families.json", run())
 
 
 if __name__ == "__main__":

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from datetime import date
-from pathlib import Path
 
 import torch
+from record import SHIPPED_RESULTS, machine, write_json
 
-from diffusion_lib.cli import load_denoiser
 from diffusion_lib.data.shapes import captioned_shapes
-from diffusion_lib.latent import generate, load_autoencoder
+from diffusion_lib.pipelines import generate
+from diffusion_lib.pretrained import load
 from diffusion_lib.train import Trainer
 
-RESULTS = Path(__file__).resolve().parent.parent / "diffusion_lib" / "pretrained" / "results" / "latent_speed.json"
+RESULTS = SHIPPED_RESULTS / "latent_speed.json"
 MODELS = ("shapes_text", "shapes_latent")
 
 
@@ -49,11 +47,11 @@ def median_seconds(run, repeats: int) -> float:
 def measure(repeats: int) -> dict:
     torch.set_num_threads(1)
     data = captioned_shapes(640, 1, two_object_fraction=0.7)
-    autoencoder = load_autoencoder()
+    autoencoder = load("shapes_autoencoder").model
     encode_ms = 1000 * median_seconds(lambda: autoencoder.encode(data.images), repeats) / len(data)
     rows = []
     for name in MODELS:
-        model, schedule, meta = load_denoiser(name)
+        model, schedule, meta = load(name)
         latent = bool(meta["config"]["data"].get("latent"))
         x0 = autoencoder.encode(data.images) if latent else data.images
         cond = model.encode_prompts(data.captions)
@@ -78,8 +76,7 @@ def measure(repeats: int) -> dict:
     return {"rows": rows, "encode_ms_per_image": round(encode_ms, 3), "repeats": repeats,
             "settings": "training: batch 64, one Trainer step (AdamW, EMA off, fp32); sampling: 100 images, "
                         "DPM-Solver++(2M) 20 steps, guidance 3 (a doubled batch), latent time includes decoding",
-            "machine": {"date": date.today().isoformat(), "torch": torch.__version__, "threads": 1,
-                        "cpu": platform.processor() or platform.machine()}}
+            "machine": machine()}
 
 
 def table() -> None:
@@ -100,10 +97,7 @@ def main() -> None:
     if args.table:
         table()
         return
-    result = measure(args.repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    write_json(RESULTS, measure(args.repeats))
 
 
 if __name__ == "__main__":

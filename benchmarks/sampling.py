@@ -26,13 +26,13 @@ bf16 matrix ceiling, see ``matmul_ceiling.py``) when given. Results go to stdout
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from train_step import diffusers_twin, forward_flops, machine  # this folder is on the path when the script runs
+from record import machine, write_json  # this folder is on the path when the script runs
+from train_step import diffusers_twin, forward_flops
 
 from diffusion_lib.models.unet import PRESETS, UNet
 from diffusion_lib.samplers import sample_ddim
@@ -131,7 +131,7 @@ def main() -> None:
     result = measure(args.preset, args.batch, args.steps, args.rounds, device, args.variants, args.peak_tflops)
     if args.out:
         result["machine"] = machine(device)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
+from record import SHIPPED_RESULTS, machine, write_json
 from safetensors.torch import load_file, save_file
 
-from diffusion_lib.cli import load_denoiser
+from diffusion_lib.evaluation.digits import sample_quality
+from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 HERE = Path(__file__).resolve().parent
 # Shipped with the package next to the model it measures, so that the chapters (and Colab) can read it.
-RESULTS = HERE.parent / "diffusion_lib" / "pretrained" / "results" / "digits_sampling.json"
+RESULTS = SHIPPED_RESULTS / "digits_sampling.json"
 CACHE = HERE.parent / "runs" / "sampling_curve"
 N_SAMPLES, SEED = 1000, 0
 STEPS = (5, 10, 20, 50, 100)
@@ -60,9 +60,7 @@ def main() -> None:
     if args.table:
         print(table(json.loads(RESULTS.read_text())))
         return
-    from diffusion_lib.metrics import sample_quality
-
-    model, schedule, _ = load_denoiser("digits")
+    model, schedule, _ = load("digits")
     x_T = torch.randn(N_SAMPLES, 1, 8, 8, generator=torch.Generator().manual_seed(SEED))
     CACHE.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -80,11 +78,11 @@ def main() -> None:
         rows.append({"sampler": name, "steps": steps, "nfe": steps, "ms_per_image": 1000 * seconds / N_SAMPLES,
                      "fd": quality["fd"], "kid": quality["kid"], "memorisation": quality["memorisation_rate"]})
         print(rows[-1], flush=True)
-    record = {"command": "python benchmarks/sampling_curve.py", "date": date.today().isoformat(),
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-              "torch": torch.__version__, "samples": N_SAMPLES, "rows": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=1))
+    measured_on = machine()  # flattened into one line: chapter 07 prints "measured DATE on MACHINE"
+    record = {"command": "python benchmarks/sampling_curve.py", "date": measured_on["date"],
+              "machine": f"{measured_on['cpu']}, {measured_on['threads']} threads",
+              "torch": measured_on["torch"], "samples": N_SAMPLES, "rows": rows}
+    write_json(RESULTS, record)
     print(table(record))
 
 

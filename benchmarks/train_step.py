@@ -22,14 +22,12 @@ so measures a bf16 recipe against diffusers' default fp32 step directly. The res
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
+from record import machine, write_json
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -95,13 +93,6 @@ class DiffusersStep:
         self.optimizer.step()
         torch._foreach_lerp_(self.ema, list(self.model.parameters()), 1e-3)
         return loss.detach()
-
-
-def machine(device: torch.device) -> dict:
-    """What a result was measured on, for its JSON file: date, torch version, device, threads, CPU and GPU."""
-    return {"date": date.today().isoformat(), "torch": torch.__version__, "device": device.type,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def sync(device: torch.device) -> None:
@@ -185,7 +176,7 @@ def main() -> None:
     rows = [measure(args.preset, args.batch, p, args.rounds, args.steps, device, recipe, args.peak_tflops)
             for p in args.precision]
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "machine": machine(device)}, indent=1) + "\n")
+        write_json(args.out, {"rows": rows, "machine": machine(device)})
 
 
 if __name__ == "__main__":
