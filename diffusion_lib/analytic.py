@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from diffusion_lib.forward import eps_from_x0
 from diffusion_lib.schedules import NoiseSchedule
 
 
@@ -116,10 +117,11 @@ class GaussianMixtureDenoiser:
         return _eps_from_mean(self.schedule, x_t, t, self.posterior_mean(x_t, t))
 
 
-def _eps_from_mean(schedule: NoiseSchedule, x_t: torch.Tensor, t, x0_mean: torch.Tensor) -> torch.Tensor:
-    sqrt_alpha_bar = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
-    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
-    return (x_t - sqrt_alpha_bar * x0_mean) * recip_s
+def _eps_from_mean(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int,
+                   x0_mean: torch.Tensor) -> torch.Tensor:
+    """ε* from E[x_0 | x_t], with the schedule's per-example tables even for an int ``t`` (see
+    :class:`~diffusion_lib.forward.Coefficients`), as the posterior mean itself."""
+    return eps_from_x0(schedule, x_t, torch.as_tensor(t), x0_mean)
 
 
 def _check_data_shape(x_t: torch.Tensor, data_shape: torch.Size) -> None:

@@ -13,9 +13,14 @@ data) and v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (Salimans & Ho 2022), given x
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from diffusion_lib.checks import check_choice
 from diffusion_lib.schedules import NoiseSchedule
+
+PARAMETERIZATIONS = ("eps", "x0", "v")
 
 
 def q_sample(
@@ -124,19 +129,15 @@ def q_posterior(
 
 
 def x0_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
-    """x_0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t). All tensors shape (B, ...)."""
-    _check_same_shape(x_t=x_t, eps=eps)
-    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
-    recip_a = schedule.gather("sqrt_recip_alphas_cumprod", t, x_t)  # 1 / sqrt(ᾱ_t)
-    return (x_t - s * eps) * recip_a
+    """x_0 = (x_t - sqrt(1 - ᾱ_t) ε) / sqrt(ᾱ_t). All tensors shape (B, ...); ``t`` as in :class:`Coefficients`."""
+    c = Coefficients(schedule, t, x_t=x_t, eps=eps)
+    return c.over_a(x_t - c.s * eps)
 
 
 def eps_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
-    """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
-    _check_same_shape(x_t=x_t, x0=x0)
-    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
-    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
-    return (x_t - a * x0) * recip_s
+    """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...); ``t`` as in :class:`Coefficients`."""
+    c = Coefficients(schedule, t, x_t=x_t, x0=x0)
+    return c.over_s(x_t - c.a * x0)
 
 
 def v_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
@@ -144,42 +145,108 @@ def v_from_eps(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int
 
     Since x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, this simplifies to v = (ε - sqrt(1 - ᾱ_t) x_t) / sqrt(ᾱ_t).
     """
-    _check_same_shape(x_t=x_t, eps=eps)
-    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
-    recip_a = schedule.gather("sqrt_recip_alphas_cumprod", t, x_t)  # 1 / sqrt(ᾱ_t)
-    return (eps - s * x_t) * recip_a
+    c = Coefficients(schedule, t, x_t=x_t, eps=eps)
+    return c.over_a(eps - c.s * x_t)
 
 
 def eps_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
-    """ε = sqrt(1 - ᾱ_t) x_t + sqrt(ᾱ_t) v. All tensors shape (B, ...)."""
-    _check_same_shape(x_t=x_t, v=v)
-    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
-    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
-    return s * x_t + a * v
+    """ε = sqrt(1 - ᾱ_t) x_t + sqrt(ᾱ_t) v. All tensors shape (B, ...); ``t`` as in :class:`Coefficients`."""
+    c = Coefficients(schedule, t, x_t=x_t, v=v)
+    return c.s * x_t + c.a * v
 
 
 def x0_from_v(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
-    """x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v. All tensors shape (B, ...)."""
-    _check_same_shape(x_t=x_t, v=v)
-    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
-    s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x_t)  # sqrt(1 - ᾱ_t)
-    return a * x_t - s * v
+    """x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v. All tensors shape (B, ...); ``t`` as in :class:`Coefficients`."""
+    c = Coefficients(schedule, t, x_t=x_t, v=v)
+    return c.a * x_t - c.s * v
 
 
 def v_from_x0(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
-    """v = (sqrt(ᾱ_t) x_t - x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...)."""
-    _check_same_shape(x_t=x_t, x0=x0)
-    a = schedule.gather("sqrt_alphas_cumprod", t, x_t)  # sqrt(ᾱ_t)
-    recip_s = schedule.gather("sqrt_recip_one_minus_alphas_cumprod", t, x_t)  # 1 / sqrt(1 - ᾱ_t)
-    return (a * x_t - x0) * recip_s
+    """v = (sqrt(ᾱ_t) x_t - x_0) / sqrt(1 - ᾱ_t). All tensors shape (B, ...); ``t`` as in :class:`Coefficients`."""
+    c = Coefficients(schedule, t, x_t=x_t, x0=x0)
+    return c.over_s(c.a * x_t - x0)
+
+
+def eps_x0_from_prediction(
+    schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int, prediction: torch.Tensor, parameterization: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a denoiser's output as the pair (ε̂, x̂_0), both shaped like ``x_t`` (B, ...).
+
+    ``parameterization`` says what ``prediction`` is: ε (``"eps"``), x_0 (``"x0"``) or v (``"v"``); the other of
+    the pair comes from the conversions above. The inverse of :func:`prediction_target`.
+    """
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    if parameterization == "eps":
+        return prediction, x0_from_eps(schedule, x_t, t, prediction)
+    if parameterization == "x0":
+        return eps_from_x0(schedule, x_t, t, prediction), prediction
+    return eps_from_v(schedule, x_t, t, prediction), x0_from_v(schedule, x_t, t, prediction)
+
+
+def prediction_target(
+    schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, parameterization: str
+) -> torch.Tensor:
+    """What a denoiser of this ``parameterization`` should output at x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε: ε, x_0,
+    or v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0 (the definition of v). Shape of ``x0`` (B, ...)."""
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    if parameterization == "eps":
+        return eps
+    if parameterization == "x0":
+        return x0
+    c = Coefficients(schedule, t, x0=x0, eps=eps)
+    return c.a * eps - c.s * x0
+
+
+class Coefficients:
+    """sqrt(ᾱ_t) and sqrt(1 - ᾱ_t) at timesteps ``t``, to multiply and divide tensors shaped like ``x`` (B, ...).
+
+    Two paths, each giving the same bits as the code it replaced:
+
+    - ``t`` a Python int (one timestep for the whole batch, as in a sampler's step): ``a`` and ``s`` are float64
+      numbers, and :meth:`over_a` / :meth:`over_s` divide by them.
+    - ``t`` an int tensor of shape () or (B,) (one timestep per example, as in training): ``a`` and ``s`` are looked
+      up in the schedule's float64 tables and cast to ``x``'s dtype (shape (B, 1, ..., 1) or ()), and the divisions
+      multiply by the tables' reciprocals 1 / sqrt(ᾱ_t), 1 / sqrt(1 - ᾱ_t).
+
+    ``tensors`` are named: the first (``x``) sets the shape, and a ValueError names any other that has not its shape.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, t: torch.Tensor | int, **tensors: torch.Tensor):
+        (name, x), *others = tensors.items()
+        for other_name, other in others:
+            _check_same_shape(**{name: x, other_name: other})
+        self.schedule, self.t, self.x = schedule, t, x
+        if isinstance(t, torch.Tensor):
+            self.a = schedule.gather("sqrt_alphas_cumprod", t, x)  # sqrt(ᾱ_t)
+            self.s = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x)  # sqrt(1 - ᾱ_t)
+        else:
+            alpha_bar = schedule.alphas_cumprod[int(schedule.check_timesteps(t))].item()
+            self.a, self.s = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+
+    def over_a(self, y: torch.Tensor) -> torch.Tensor:
+        """y / sqrt(ᾱ_t)."""
+        if isinstance(self.a, float):
+            return y / self.a
+        return y * self.schedule.gather("sqrt_recip_alphas_cumprod", self.t, self.x)
+
+    def over_s(self, y: torch.Tensor) -> torch.Tensor:
+        """y / sqrt(1 - ᾱ_t)."""
+        if isinstance(self.s, float):
+            return y / self.s
+        return y * self.schedule.gather("sqrt_recip_one_minus_alphas_cumprod", self.t, self.x)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise of the shape, dtype and device of ``x``, drawn with ``generator``."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
 def _noise_like(x: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
     if noise is None:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return randn_like(x, generator)
     _check_same_shape(x=x, noise=noise)
     return noise
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_lib.forward import q_sample
+from diffusion_lib.checks import check_choice
+from diffusion_lib.forward import PARAMETERIZATIONS, prediction_target, q_sample
 from diffusion_lib.schedules import NoiseSchedule
-
-PARAMETERIZATIONS = ("eps", "x0", "v")
 
 
 def diffusion_loss_per_example(
@@ -51,8 +50,7 @@ def diffusion_loss_per_example(
         (losses, t): losses of shape (B,), the squared error averaged over each example's elements (float,
         differentiable); t of shape (B,), int64, the timesteps drawn.
     """
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    check_choice("parameterization", parameterization, PARAMETERIZATIONS)
     if not isinstance(x0, torch.Tensor) or not x0.dtype.is_floating_point or x0.ndim < 1 or x0.shape[0] < 1:
         what = f"dtype {x0.dtype}, shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise ValueError(f"x0 must be a floating tensor of shape (B, ...) with B >= 1, got {what}")
@@ -75,14 +73,7 @@ def diffusion_loss_per_example(
         shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
         raise ValueError(f"the model must return a tensor of the shape of x_t {tuple(x0.shape)}, got {shape}")
 
-    if parameterization == "eps":
-        target = eps
-    elif parameterization == "x0":
-        target = x0
-    else:
-        sqrt_alpha_bar = schedule.gather("sqrt_alphas_cumprod", t, x0)  # sqrt(ᾱ_t), (B, 1, ..., 1)
-        sqrt_one_minus = schedule.gather("sqrt_one_minus_alphas_cumprod", t, x0)  # sqrt(1 - ᾱ_t)
-        target = sqrt_alpha_bar * eps - sqrt_one_minus * x0  # v
+    target = prediction_target(schedule, x0, t, eps, parameterization)  # ε, x_0 or v, (B, ...)
     losses = (prediction - target).square().reshape(batch, -1).mean(dim=1)  # (B,)
     return losses, t
 

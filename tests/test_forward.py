@@ -6,8 +6,11 @@ import torch
 from scipy import stats
 
 from diffusion_lib.forward import (
+    PARAMETERIZATIONS,
     eps_from_v,
     eps_from_x0,
+    eps_x0_from_prediction,
+    prediction_target,
     q_posterior,
     q_sample,
     q_step,
@@ -140,6 +143,26 @@ def test_conversions_round_trip(schedule):
     torch.testing.assert_close(x0_from_v(schedule, x_t, t, v), x0)
 
 
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_a_perfect_prediction_reads_back_as_the_true_noise_and_data(schedule, parameterization):
+    """prediction_target (what training regresses onto) and eps_x0_from_prediction (how a sampler reads the
+    output) are inverses, per example (a tensor t) and for a whole batch at one timestep (an int t)."""
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(16, 3, generator=g, dtype=torch.float64), torch.randn(16, 3, generator=g, dtype=torch.float64)
+    for t in (torch.randint(0, schedule.T, (16,), generator=g), 0, 500, schedule.T - 1):
+        x_t = q_sample(schedule, x0, t, eps)
+        target = prediction_target(schedule, x0, t, eps, parameterization)
+        eps_hat, x0_hat = eps_x0_from_prediction(schedule, x_t, t, target, parameterization)
+        torch.testing.assert_close(eps_hat, eps)
+        torch.testing.assert_close(x0_hat, x0)
+
+
+def test_an_int_and_a_tensor_timestep_give_the_same_conversion_up_to_rounding(schedule):
+    x_t, eps = torch.randn(2, 4, 2, generator=torch.Generator().manual_seed(2))
+    for convert in (x0_from_eps, eps_from_x0, v_from_eps, eps_from_v, x0_from_v, v_from_x0):
+        torch.testing.assert_close(convert(schedule, x_t, 100, eps), convert(schedule, x_t, torch.tensor(100), eps))
+
+
 def test_x_T_is_standard_normal(schedule):
     """At t = T the data is gone. Measured on 200,000 values whose x_0 spans [-1, 1]: mean within 0.01 of 0, standard
     deviation within 1% of 1, correlation with x_0 below 0.01, a Kolmogorov–Smirnov distance to N(0, 1) below 0.005
@@ -170,6 +193,8 @@ def test_mismatched_batches_are_rejected():
         q_sample(schedule, torch.zeros(4, 2), torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match=r"x_t must have the shape of x0 \(4, 2\), got \(5, 2\)"):
         q_posterior(schedule, torch.zeros(4, 2), torch.zeros(5, 2), 3)
+    with pytest.raises(ValueError, match=r"parameterization must be one of \('eps', 'x0', 'v'\), got 'score'"):
+        prediction_target(schedule, torch.zeros(4, 2), 3, torch.zeros(4, 2), "score")
     with pytest.raises(ValueError, match=r"eps must have the shape of x_t"):
         x0_from_eps(schedule, torch.zeros(4, 2), 3, torch.zeros(4, 1))
     with pytest.raises(ValueError, match="t must lie in"):
