@@ -22,24 +22,17 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from diffusion_lib.forward import q_sample
-from diffusion_lib.samplers import (
-    Denoiser,
-    _alpha_bars,
-    _randn_like,
-    _timesteps,
-    check_start,
-    predict_eps_x0,
-    resolve_clip_x0,
-    sample_ddim,
-)
+from diffusion_lib.checks import check_int, check_real, is_int
+from diffusion_lib.forward import q_sample, randn_like
+from diffusion_lib.sampler_setup import Denoiser, SamplerRun, check_start, resolve_clip_x0
+from diffusion_lib.samplers import ddim_step, sample_ddim
 from diffusion_lib.schedules import NoiseSchedule
 
 
 def downsample(images: torch.Tensor, side: int) -> torch.Tensor:
     """Average-pool images (B, C, S, S) to (B, C, side, side); ``side`` must divide S."""
     s = images.shape[-1]
-    if isinstance(side, bool) or not isinstance(side, int) or side < 1 or s % side:
+    if not is_int(side) or side < 1 or s % side:
         raise ValueError(f"side must be an int >= 1 that divides the image side {s}, got {side!r}")
     return F.avg_pool2d(images, s // side)
 
@@ -79,16 +72,14 @@ def sdedit(
     Returns:
         The edited images (B, ...).
     """
-    if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 < strength <= 1:
-        raise ValueError(f"strength must be a number in (0, 1], got {strength!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_real("strength", strength, low=0, high=1, low_open=True)
+    check_int("steps", steps, low=1)
     check_start(images, "images", denoiser)
     clip_x0 = resolve_clip_x0(clip_x0, denoiser)
     t0 = round(strength * (schedule.T - 1))
     n = max(1, round(steps * strength))
     ts = sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)  # t_0 > ... > t_0 / n, distinct
-    noisy = q_sample(schedule, images, t0, _randn_like(images, generator))
+    noisy = q_sample(schedule, images, t0, randn_like(images, generator))
     return sample_ddim(denoiser, noisy, schedule, timesteps=ts, cond=cond, parameterization=parameterization,
                        clip_x0=clip_x0)
 
@@ -123,8 +114,8 @@ def inpaint(
     Returns:
         The completed images (B, C, H, W), equal to ``images`` where ``known`` is 1.
     """
-    check_start(images, "images", denoiser)
-    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
+    run = SamplerRun.start(denoiser, images, schedule, steps, name="images", parameterization=parameterization,
+                           cond=cond, clip_x0=clip_x0)
     try:
         mask = torch.broadcast_to(known.to(images.dtype), images.shape)
     except (RuntimeError, AttributeError) as err:
@@ -132,21 +123,15 @@ def inpaint(
                          f"{tuple(known.shape) if isinstance(known, torch.Tensor) else type(known).__name__}") from err
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("known must hold only 0 and 1 (or False and True)")
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = _timesteps(schedule, steps, "trailing", None)
-    a_T = schedule.alphas_cumprod[ts[0]].item()
-    x = math.sqrt(a_T) * images + math.sqrt(1 - a_T) * _randn_like(images, generator)
-    x = mask * x + (1 - mask) * _randn_like(images, generator)
-    for i, t in enumerate(ts):
-        eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
-                                 clip_x0=clip_x0)
-        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
-        sigma = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
-        x = math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * _randn_like(x, generator)
-        noised_known = math.sqrt(alpha_bar_s) * images + math.sqrt(1 - alpha_bar_s) * _randn_like(images, generator)
+    check_real("eta", eta, low=0)
+    a_T = schedule.alphas_cumprod[run.timesteps[0]].item()
+    x = math.sqrt(a_T) * images + math.sqrt(1 - a_T) * randn_like(images, generator)
+    x = mask * x + (1 - mask) * randn_like(images, generator)
+    for i, t in run.steps("inpainting"):
+        eps, x0 = run.predict(x, t)
+        alpha_bar_t, alpha_bar_s = run.alpha_bars(i)
+        x = ddim_step(x0, eps, alpha_bar_t, alpha_bar_s, eta=eta, generator=generator)
+        noised_known = math.sqrt(alpha_bar_s) * images + math.sqrt(1 - alpha_bar_s) * randn_like(images, generator)
         x = mask * noised_known + (1 - mask) * x
     return x
 

@@ -1,6 +1,8 @@
 """Samplers: from pure noise x_T back to data, one denoising step at a time.
 
-Every sampler is a pure function of a denoiser, a starting point and a schedule; nothing is kept between calls.
+Every sampler is a pure function of a denoiser, a starting point and a schedule; nothing is kept between calls. It
+returns the final tensor; an optional ``callback(t, x_t, x0_hat)`` sees every step (a :class:`Trajectory` records
+them all).
 
     denoiser(x_t, t, cond) -> model output      x_t: (B, ...), t: (B,) int64, same shape out as in
 
@@ -32,113 +34,74 @@ explicit number or None overrides it. Wrappers (:func:`classifier_free_guidance`
 
 from __future__ import annotations
 
-import itertools
 import math
-import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from diffusion_lib.checks import check_choice, check_int, check_real
+from diffusion_lib.forward import randn_like, x0_from_eps
+from diffusion_lib.sampler_setup import Callback, Denoiser, SamplerRun
 from diffusion_lib.schedules import NoiseSchedule
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-PARAMETERIZATIONS = ("eps", "x0", "v")
-SPACINGS = ("leading", "trailing", "linspace")
 DDPM_VARIANCES = ("beta_tilde", "beta")
 
 
-@dataclass(frozen=True)
 class Trajectory:
-    """What a sampler saw on its way: the sample entering each step and the clean data predicted there.
+    """A sampler callback that records what the sampler saw: pass ``callback=Trajectory()``, then read
 
     Attributes:
-        timesteps: (S,) the timesteps visited, in order.
+        timesteps: (S,) int64, the timesteps visited, in order.
         x: (S, B, ...) x_t entering step i (``x[0]`` is the starting noise, or the data for an inversion).
         x0: (S, B, ...) x̂_0 predicted at step i.
     """
 
-    timesteps: torch.Tensor
-    x: torch.Tensor
-    x0: torch.Tensor
+    def __init__(self) -> None:
+        self._timesteps: list[int] = []
+        self._x: list[torch.Tensor] = []
+        self._x0: list[torch.Tensor] = []
+
+    def __call__(self, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        self._timesteps.append(t)
+        self._x.append(x_t)
+        self._x0.append(x0)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return torch.tensor(self._timesteps)
+
+    @property
+    def x(self) -> torch.Tensor:
+        return torch.stack(self._x)
+
+    @property
+    def x0(self) -> torch.Tensor:
+        return torch.stack(self._x0)
 
 
-def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing") -> list[int]:
-    """A decreasing subsequence of ``steps`` timesteps of [0, T), as in Lin et al. (2024), Table 2::
-
-        trailing  round(T - i·T/S) - 1 for i < S         (the default: starts at T - 1, from pure noise)
-        leading   T//S · (S-1), ..., T//S, 0            (DDIM's and Stable Diffusion's choice; skips the noisiest
-                                                          steps, so it starts from noise the model never saw)
-        linspace  round(linspace(T - 1, 0, S))           (both ends)
-
-    With S = T all three give T - 1, ..., 0.
-    """
-    T = schedule.T
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an int in [1, T] = [1, {T}], got {steps!r}")
-    if spacing == "leading":
-        ts = [i * (T // steps) for i in range(steps)]
-    elif spacing == "trailing":
-        ts = [round(T - i * T / steps) - 1 for i in range(steps)]
-    elif spacing == "linspace":
-        ts = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().tolist()
-    else:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
-    return sorted(set(ts), reverse=True)
-
-
-def resolve_clip_x0(clip_x0: float | str | None, denoiser: Any) -> float | None:
-    """The bound to clamp x̂_0 to, or None for no clipping, after checking it; raises ValueError naming clip_x0.
-
-    ``"auto"`` means the denoiser's own ``clip_x0`` attribute (None when it has none); a number or None is used as it
-    is. The bound must be a positive finite number.
-    """
-    source = ""
-    if isinstance(clip_x0, str) and clip_x0 == "auto":
-        clip_x0, source = getattr(denoiser, "clip_x0", None), " (from the denoiser's attribute denoiser.clip_x0)"
-    if clip_x0 is None:
-        return None
-    number = isinstance(clip_x0, numbers.Real) and not isinstance(clip_x0, bool)
-    if not (number and math.isfinite(clip_x0) and clip_x0 > 0):
-        raise ValueError(f"clip_x0 must be a positive finite number (the bound of the data: 1.0 for images in "
-                         f"[-1, 1]), None for no clipping, or 'auto', got {clip_x0!r}{source}")
-    return clip_x0
-
-
-def predict_eps_x0(
-    denoiser: Denoiser,
-    x_t: torch.Tensor,
-    t: int,
-    schedule: NoiseSchedule,
+def ddim_step(
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar_t: float,
+    alpha_bar_s: float,
     *,
-    parameterization: str = "eps",
-    cond: Any = None,
-    clip_x0: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Call the denoiser at timestep ``t`` and return (ε̂, x̂_0), both shaped like ``x_t`` (B, ...).
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One DDIM update (Song et al. 2021, eq. 12) from level ᾱ_t to ᾱ_s, given the step's x̂_0 and ε̂ (B, ...):
 
-    With ``clip_x0`` set (a positive number: the samplers resolve ``"auto"`` with :func:`resolve_clip_x0` first),
-    x̂_0 is clamped to [-clip_x0, clip_x0] and ε̂ recomputed from it, so the two stay consistent.
+        x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,    σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t) · (1 - ᾱ_t / ᾱ_s)).
+
+    With η = 0 it is deterministic and runs either way: ᾱ_s > ᾱ_t denoises, ᾱ_s < ᾱ_t adds the predicted noise back
+    (the inversion). Returns x_s, shape (B, ...).
     """
-    alpha_bar = schedule.alphas_cumprod[t].item()
-    a, s = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
-    out = denoiser(x_t, torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long), cond)
-    if out.shape != x_t.shape:
-        raise ValueError(f"the denoiser must return the shape of x_t {tuple(x_t.shape)}, got {tuple(out.shape)}")
-    if parameterization == "eps":
-        eps, x0 = out, (x_t - s * out) / a
-    elif parameterization == "x0":
-        eps, x0 = (x_t - a * out) / s, out
-    elif parameterization == "v":
-        eps, x0 = s * x_t + a * out, a * x_t - s * out
-    else:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    if clip_x0 is not None:
-        x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = (x_t - a * x0) / s
-    return eps, x0
+    sigma = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)) if eta else 0.0
+    x = math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - sigma**2, 0.0)) * eps
+    if sigma > 0:
+        x = x + sigma * randn_like(x, generator)
+    return x
 
 
 def sample_ddpm(
@@ -154,9 +117,9 @@ def sample_ddpm(
     timesteps: Sequence[int] | None = None,
     clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
-    trajectory: bool = False,
+    callback: Callback | None = None,
     progress: bool = False,
-):
+) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2).
 
     At each step t → s (s = the next timestep, or clean data after the last one), with ᾱ_s = 1 for clean data and
@@ -174,37 +137,35 @@ def sample_ddpm(
             (the forward step's, best for N(0, I)-like data); Ho et al. found both work.
         parameterization: what the denoiser predicts: ``"eps"``, ``"x0"`` or ``"v"``.
         cond: passed to the denoiser unchanged (class labels, text embeddings, ...).
-        spacing, timesteps: which timesteps to visit when ``steps < T`` (see :func:`make_timesteps`), or the
-            timesteps themselves, decreasing.
-        clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] and recompute ε̂ from it (1.0 for images in [-1, 1]). At the
-            noisiest steps x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) divides by sqrt(ᾱ_T), about 5e-5 for the cosine
-            schedule, so any error in ε̂ is amplified some 2e4 times; clamping x̂_0 to the data's range keeps the
-            step on the data's support. ``"auto"`` (the default): the denoiser's ``clip_x0`` attribute, which a
-            loaded image model carries (absent or None: no clipping); a number or None overrides it.
+        spacing, timesteps: which timesteps to visit when ``steps < T`` (see
+            :func:`~diffusion_lib.sampler_setup.make_timesteps`), or the timesteps themselves, decreasing.
+        clip_x0: clamp x̂_0 to [-clip_x0, clip_x0] and recompute ε̂ from it (1.0 for images in [-1, 1]; why: see the
+            module docstring). ``"auto"`` (the default): the denoiser's ``clip_x0`` attribute, which a loaded image
+            model carries (absent or None: no clipping); a number or None overrides it.
         generator: random generator for the noise z (on the device of ``x_T``).
-        trajectory: also return a :class:`Trajectory`.
+        callback: called as ``callback(t, x_t, x0_hat)`` at every step, with the timestep, the sample entering the
+            step and the clean data predicted there; a :class:`Trajectory` records them.
         progress: show a progress bar.
 
     Returns:
-        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+        x_0 of shape (B, ...).
     """
-    if variance not in DDPM_VARIANCES:
-        raise ValueError(f"variance must be one of {DDPM_VARIANCES}, got {variance!r}")
-    ts = _timesteps(schedule, steps if steps is not None or timesteps is not None else schedule.T, spacing, timesteps)
-    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
-    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
-    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDPM")):
-        _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
-                               clip_x0=clip_x0)
-        record(x, x0)
-        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
+    check_choice("variance", variance, DDPM_VARIANCES)
+    run = SamplerRun.start(denoiser, x_T, schedule, schedule.T if steps is None else steps,
+                           parameterization=parameterization, cond=cond, spacing=spacing, timesteps=timesteps,
+                           clip_x0=clip_x0, callback=callback, progress=progress)
+    x = x_T
+    for i, t in run.steps("DDPM"):
+        _, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+        alpha_bar_t, alpha_bar_s = run.alpha_bars(i)
         beta = 1 - alpha_bar_t / alpha_bar_s
         x = (math.sqrt(alpha_bar_s) * beta / (1 - alpha_bar_t) * x0
              + math.sqrt(1 - beta) * (1 - alpha_bar_s) / (1 - alpha_bar_t) * x)
-        if i < len(ts) - 1:
+        if i < len(run.timesteps) - 1:
             var = (1 - alpha_bar_s) / (1 - alpha_bar_t) * beta if variance == "beta_tilde" else beta
-            x = x + math.sqrt(var) * _randn_like(x, generator)
-    return record.result(x)
+            x = x + math.sqrt(var) * randn_like(x, generator)
+    return x
 
 
 def sample_ddim(
@@ -220,33 +181,27 @@ def sample_ddim(
     timesteps: Sequence[int] | None = None,
     clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
-    trajectory: bool = False,
+    callback: Callback | None = None,
     progress: bool = False,
-):
-    """DDIM (Song et al. 2021, eq. 12): deterministic for η = 0, DDPM with σ² = β̃ for η = 1 over all T steps.
-
-        x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,    σ = η sqrt((1 - ᾱ_s) / (1 - ᾱ_t) · (1 - ᾱ_t / ᾱ_s)).
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12): deterministic for η = 0, DDPM with σ² = β̃ for η = 1 over all T steps; each
+    step is :func:`ddim_step`.
 
     Arguments as in :func:`sample_ddpm`, plus ``eta`` ≥ 0; ``steps`` defaults to 50.
 
     Returns:
-        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+        x_0 of shape (B, ...).
     """
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = _timesteps(schedule, steps, spacing, timesteps)
-    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
-    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
-    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DDIM")):
-        eps, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
-                                 clip_x0=clip_x0)
-        record(x, x0)
-        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
-        sigma = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
-        x = math.sqrt(alpha_bar_s) * x0 + math.sqrt(max(1 - alpha_bar_s - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * _randn_like(x, generator)
-    return record.result(x)
+    check_real("eta", eta, low=0)
+    run = SamplerRun.start(denoiser, x_T, schedule, steps, parameterization=parameterization, cond=cond,
+                           spacing=spacing, timesteps=timesteps, clip_x0=clip_x0, callback=callback, progress=progress)
+    x = x_T
+    for i, t in run.steps("DDIM"):
+        eps, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+        alpha_bar_t, alpha_bar_s = run.alpha_bars(i)
+        x = ddim_step(x0, eps, alpha_bar_t, alpha_bar_s, eta=eta, generator=generator)
+    return x
 
 
 def sample_dpmpp_2m(
@@ -260,9 +215,9 @@ def sample_dpmpp_2m(
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
     clip_x0: float | str | None = "auto",
-    trajectory: bool = False,
+    callback: Callback | None = None,
     progress: bool = False,
-):
+) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep solver of the probability-flow ODE in
     data-prediction form. Deterministic; first order on the first step and on the last (to clean data).
 
@@ -273,26 +228,22 @@ def sample_dpmpp_2m(
     Arguments as in :func:`sample_ddpm`; ``steps`` defaults to 20.
 
     Returns:
-        x_0 of shape (B, ...), or (x_0, Trajectory) when ``trajectory`` is true.
+        x_0 of shape (B, ...).
     """
-    ts = _timesteps(schedule, steps, spacing, timesteps)
-    clip_x0 = resolve_clip_x0(clip_x0, denoiser)
-    x, record = check_start(x_T, "x_T", denoiser), _Recorder(ts, trajectory)
-    x0_prev, h_prev = None, None
-    for i, t in enumerate(tqdm(ts, disable=not progress, desc="DPM-Solver++")):
-        _, x0 = predict_eps_x0(denoiser, x, t, schedule, parameterization=parameterization, cond=cond,
-                               clip_x0=clip_x0)
-        record(x, x0)
-        alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, ts, i)
-        if i == len(ts) - 1:  # the last step, to σ = 0: first order, which lands exactly on x̂_0
-            x = x0
-            break
-        lam_t, lam_s = _log_snr_half(alpha_bar_t), _log_snr_half(alpha_bar_s)
-        h = lam_s - lam_t
+    run = SamplerRun.start(denoiser, x_T, schedule, steps, parameterization=parameterization, cond=cond,
+                           spacing=spacing, timesteps=timesteps, clip_x0=clip_x0, callback=callback, progress=progress)
+    x, x0_prev, h_prev = x_T, None, None
+    for i, t in run.steps("DPM-Solver++"):
+        _, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+        alpha_bar_t, alpha_bar_s = run.alpha_bars(i)
+        if i == len(run.timesteps) - 1:  # the last step, to σ = 0: first order, which lands exactly on x̂_0
+            return x0
+        h = _log_snr_half(alpha_bar_s) - _log_snr_half(alpha_bar_t)
         d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
         x = math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) * x - math.sqrt(alpha_bar_s) * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
-    return record.result(x)
+    return x
 
 
 def ddim_invert(
@@ -306,9 +257,9 @@ def ddim_invert(
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
-    trajectory: bool = False,
+    callback: Callback | None = None,
     progress: bool = False,
-):
+) -> torch.Tensor:
     """Run deterministic DDIM backwards, data → noise: the x_T from which :func:`sample_ddim` (η = 0, same
     timesteps) returns ``x0``.
 
@@ -323,24 +274,22 @@ def ddim_invert(
     last steps of the cosine schedule) ε̂ ≈ x_t and the iteration stalls, leaving a small error.
 
     Returns:
-        x_T of shape (B, ...), or (x_T, Trajectory) when ``trajectory`` is true (timesteps increasing).
+        x_T of shape (B, ...). The ``callback`` sees the timesteps increasing.
     """
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"refine must be an int >= 0, got {refine!r}")
-    ts = _timesteps(schedule, steps, spacing, timesteps)[::-1]
-    x, record = check_start(x0, "x0", denoiser), _Recorder(ts, trajectory)
-    prev_t = None
-    for t in tqdm(ts, disable=not progress, desc="DDIM inversion"):
-        alpha_bar_s = 1.0 if prev_t is None else schedule.alphas_cumprod[prev_t].item()
+    check_int("refine", refine, low=0)
+    run = SamplerRun.start(denoiser, x0, schedule, steps, name="x0", parameterization=parameterization, cond=cond,
+                           spacing=spacing, timesteps=timesteps, clip_x0=None, callback=callback, progress=progress)
+    x, prev_t, alpha_bar_s = x0, None, 1.0
+    for t in tqdm(run.timesteps[::-1], disable=not progress, desc="DDIM inversion"):
         alpha_bar_t = schedule.alphas_cumprod[t].item()
         point, model_t = x, (t if prev_t is None else prev_t)
         for _ in range(1 + refine):
-            eps, _ = predict_eps_x0(denoiser, point, model_t, schedule, parameterization=parameterization, cond=cond)
-            x0_hat = (x - math.sqrt(1 - alpha_bar_s) * eps) / math.sqrt(alpha_bar_s)
-            point, model_t = math.sqrt(alpha_bar_t) * x0_hat + math.sqrt(1 - alpha_bar_t) * eps, t
-        record(x, x0_hat)
-        x, prev_t = point, t
-    return record.result(x)
+            eps, _ = run.predict(point, model_t)
+            x0_hat = x if prev_t is None else x0_from_eps(schedule, x, prev_t, eps)  # at the data, x̂_0 is x_s
+            point, model_t = ddim_step(x0_hat, eps, alpha_bar_s, alpha_bar_t), t
+        run.callback(t, x, x0_hat)
+        x, prev_t, alpha_bar_s = point, t, alpha_bar_t
+    return x
 
 
 # --------------------------------------------------------------------------- helpers
@@ -363,8 +312,7 @@ def classifier_free_guidance(model: Callable, scale: float) -> Denoiser:
     """
     if not hasattr(model, "drop_cond"):
         raise ValueError("model must have a drop_cond(cond, drop) method to make the unconditional prediction")
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    check_real("scale", scale)
 
     def guided(x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         if cond is None:
@@ -387,81 +335,6 @@ def _concat(a: Any, b: Any) -> Any:
     return torch.cat([a, b])
 
 
-def _timesteps(schedule: NoiseSchedule, steps: int, spacing: str, timesteps: Sequence[int] | None) -> list[int]:
-    """The timesteps to visit, decreasing: given explicitly, or made from ``steps`` and ``spacing``."""
-    if timesteps is None:
-        return make_timesteps(schedule, steps, spacing)
-    ts = [int(t) for t in timesteps]
-    if not ts or any(not 0 <= t < schedule.T for t in ts) or any(a <= b for a, b in itertools.pairwise(ts)):
-        raise ValueError(f"timesteps must be a non-empty, strictly decreasing sequence in [0, {schedule.T}), got {ts}")
-    return ts
-
-
-def check_start(x: torch.Tensor, name: str, denoiser: Denoiser) -> torch.Tensor:
-    """Check the tensor a sampler starts from (x_T, or the data of an inversion or an edit) once, before the loop.
-
-    Raises ValueError, naming ``name``, when ``x`` is not a floating tensor of shape (B, ...); when its dtype is not
-    that of the denoiser's parameters (only for a denoiser that has parameters, such as an ``nn.Module``: a plain
-    callable, such as the analytic denoisers, runs in any dtype); or when it holds NaN or inf, which would otherwise
-    come out as NaN samples. That last check reads one value back from the device: one host sync per call, not per
-    step. Returns ``x``.
-    """
-    _check_batch(x, name)
-    dtype = _parameter_dtype(denoiser)
-    if dtype is not None and x.dtype != dtype:
-        raise ValueError(f"{name} has dtype {x.dtype} but the denoiser's parameters are {dtype}: pass "
-                         f"{name}.to({dtype}) (or convert the model with model.to({x.dtype}))")
-    if not bool(torch.isfinite(x).all()):  # the one host sync of a sampler call
-        raise ValueError(f"{name} contains NaN or inf; a sampler would return NaN samples from it")
-    return x
-
-
-def _parameter_dtype(denoiser: Any) -> torch.dtype | None:
-    """The dtype of the denoiser's first floating-point parameter; None when it has none (a plain callable)."""
-    parameters = getattr(denoiser, "parameters", None)
-    if not callable(parameters):
-        return None
-    try:
-        return next((p.dtype for p in parameters() if isinstance(p, torch.Tensor) and p.is_floating_point()), None)
-    except TypeError:  # a `parameters` attribute that is not torch's
-        return None
-
-
-def _check_batch(x: torch.Tensor, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] < 1 or not x.dtype.is_floating_point:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a floating tensor of shape (B, ...) with B >= 1, got {shape}")
-    return x
-
-
-def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int) -> tuple[float, float]:
-    """(ᾱ at step i, ᾱ at the next step), with ᾱ = 1 (clean data) after the last one."""
-    alpha_bar_t = schedule.alphas_cumprod[ts[i]].item()
-    alpha_bar_s = schedule.alphas_cumprod[ts[i + 1]].item() if i + 1 < len(ts) else 1.0
-    return alpha_bar_t, alpha_bar_s
-
-
 def _log_snr_half(alpha_bar: float) -> float:
     """λ = log(α/σ) = ½ log(ᾱ / (1 - ᾱ))."""
     return 0.5 * (math.log(alpha_bar) - math.log1p(-alpha_bar))
-
-
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-class _Recorder:
-    """Collects the trajectory when asked to, and shapes the sampler's return value."""
-
-    def __init__(self, ts: list[int], enabled: bool):
-        self.ts, self.enabled, self.x, self.x0 = ts, enabled, [], []
-
-    def __call__(self, x: torch.Tensor, x0: torch.Tensor) -> None:
-        if self.enabled:
-            self.x.append(x)
-            self.x0.append(x0)
-
-    def result(self, x: torch.Tensor):
-        if not self.enabled:
-            return x
-        return x, Trajectory(torch.tensor(self.ts), torch.stack(self.x), torch.stack(self.x0))

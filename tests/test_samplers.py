@@ -15,13 +15,8 @@ import torch
 
 from diffusion_lib.analytic import FinitePointDenoiser, GaussianMixtureDenoiser
 from diffusion_lib.forward import q_sample, v_from_eps, x0_from_eps
-from diffusion_lib.samplers import (
-    ddim_invert,
-    make_timesteps,
-    sample_ddim,
-    sample_ddpm,
-    sample_dpmpp_2m,
-)
+from diffusion_lib.sampler_setup import make_timesteps
+from diffusion_lib.samplers import Trajectory, ddim_invert, sample_ddim, sample_ddpm, sample_dpmpp_2m
 from diffusion_lib.schedules import NoiseSchedule
 
 MU = torch.tensor([1.0, -2.0], dtype=torch.float64)
@@ -286,8 +281,8 @@ def test_our_schedules_are_diffusers_schedules(name):
     torch.testing.assert_close(NoiseSchedule.from_name(name).betas.float(), theirs.betas, rtol=1e-5, atol=1e-7)
 
 
-def _compare_steps(ours, theirs_steps):
-    trajectory_x = torch.cat([ours[1].x[1:], ours[0][None]])
+def _compare_steps(ours, trajectory, theirs_steps):
+    trajectory_x = torch.cat([trajectory.x[1:], ours[None]])
     assert len(theirs_steps) == len(trajectory_x)
     for i, (a, b) in enumerate(zip(trajectory_x, theirs_steps, strict=True)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"step {i}")
@@ -300,13 +295,14 @@ def test_ddpm_matches_diffusers_step_for_step(variance):
                                                                           "beta": "fixed_large"}[variance])
     scheduler.set_timesteps(1000)
     _float64_tables(scheduler, schedule)
+    trajectory = Trajectory()
     ours = sample_ddpm(_toy_model, x_T, schedule, variance=variance, generator=torch.Generator().manual_seed(9),
-                       trajectory=True)
+                       callback=trajectory)
     g, x, theirs = torch.Generator().manual_seed(9), x_T, []
     for t in scheduler.timesteps:
         x = scheduler.step(_toy_model(x, t.repeat(8)), t, x, generator=g).prev_sample
         theirs.append(x)
-    _compare_steps(ours, theirs)
+    _compare_steps(ours, trajectory, theirs)
 
 
 @pytest.mark.parametrize(("eta", "spacing"), [(0.0, "trailing"), (0.0, "leading"), (0.5, "trailing")])
@@ -318,15 +314,16 @@ def test_ddim_matches_diffusers_step_for_step(eta, spacing):
     _float64_tables(scheduler, schedule)
     ts = scheduler.timesteps.tolist()
     assert ts == make_timesteps(schedule, 50, spacing)
+    trajectory = Trajectory()
     ours = sample_ddim(_toy_model, x_T, schedule, 50, eta=eta, spacing=spacing,
-                       generator=torch.Generator().manual_seed(10), trajectory=True)
+                       generator=torch.Generator().manual_seed(10), callback=trajectory)
     g, x, theirs = torch.Generator().manual_seed(10), x_T, []
     for i, t in enumerate(scheduler.timesteps):
         # our DDIM draws noise on every step but the last (where σ = 0): hand diffusers the same draws
         noise = torch.randn(x.shape, generator=g, dtype=x.dtype) if eta > 0 and i < len(ts) - 1 else 0 * x
         x = scheduler.step(_toy_model(x, t.repeat(8)), t, x, eta=eta, variance_noise=noise).prev_sample
         theirs.append(x)
-    _compare_steps(ours, theirs)
+    _compare_steps(ours, trajectory, theirs)
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine"])
@@ -338,12 +335,13 @@ def test_dpmpp_2m_matches_diffusers_step_for_step(name):
     scheduler.set_timesteps(20)
     _float64_tables(scheduler, schedule)
     assert scheduler.timesteps.tolist() == make_timesteps(schedule, 20, "trailing")
-    ours = sample_dpmpp_2m(_toy_model, x_T, schedule, 20, trajectory=True)
+    trajectory = Trajectory()
+    ours = sample_dpmpp_2m(_toy_model, x_T, schedule, 20, callback=trajectory)
     x, theirs = x_T, []
     for t in scheduler.timesteps:
         x = scheduler.step(_toy_model(x, t.repeat(8)), t, x).prev_sample
         theirs.append(x)
-    _compare_steps(ours, theirs)
+    _compare_steps(ours, trajectory, theirs)
 
 
 # --------------------------------------------------------------------------- outputs and bad input
@@ -352,11 +350,21 @@ def test_dpmpp_2m_matches_diffusers_step_for_step(name):
 def test_trajectory_records_every_step():
     schedule = NoiseSchedule.cosine()
     x_T = _noise(5)
-    x, trajectory = sample_ddim(_gaussian(schedule, 0.25), x_T, schedule, 10, trajectory=True)
+    trajectory = Trajectory()
+    x = sample_ddim(_gaussian(schedule, 0.25), x_T, schedule, 10, callback=trajectory)
+    assert torch.equal(x, sample_ddim(_gaussian(schedule, 0.25), x_T, schedule, 10))  # watching changes nothing
     assert trajectory.timesteps.tolist() == make_timesteps(schedule, 10)
     assert trajectory.x.shape == trajectory.x0.shape == (10, 5, 2)
     assert torch.equal(trajectory.x[0], x_T)
     torch.testing.assert_close(trajectory.x0[-1], x)  # the last step lands on the last prediction
+
+
+def test_inversion_reports_its_steps_with_timesteps_increasing():
+    schedule = NoiseSchedule.cosine()
+    data, seen = _noise(3), []
+    x_T = ddim_invert(_gaussian(schedule, 0.25), data, schedule, 8, callback=lambda t, x, x0: seen.append((t, x)))
+    assert [t for t, _ in seen] == make_timesteps(schedule, 8)[::-1]
+    assert torch.equal(seen[0][1], data) and x_T.shape == data.shape
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
@@ -371,9 +379,9 @@ def test_every_spacing_gives_distinct_decreasing_timesteps(spacing):
 def test_bad_input_is_rejected_with_a_clear_error():
     schedule = NoiseSchedule.linear()
     denoiser, x_T = _gaussian(schedule, 0.25), _noise(4)
-    with pytest.raises(ValueError, match=r"steps must be an int in \[1, T\] = \[1, 1000\], got 0"):
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 1000\], got 0"):
         sample_ddim(denoiser, x_T, schedule, 0)
-    with pytest.raises(ValueError, match=r"steps must be an int in \[1, T\] = \[1, 1000\], got 1001"):
+    with pytest.raises(ValueError, match=r"steps must be an int in \[1, 1000\], got 1001"):
         sample_dpmpp_2m(denoiser, x_T, schedule, 1001)
     with pytest.raises(ValueError, match="spacing must be one of"):
         sample_ddim(denoiser, x_T, schedule, 10, spacing="uniform")
@@ -383,7 +391,7 @@ def test_bad_input_is_rejected_with_a_clear_error():
         sample_ddpm(denoiser, x_T, schedule, variance="learned")
     with pytest.raises(ValueError, match="refine must be an int >= 0"):
         ddim_invert(denoiser, x_T, schedule, 10, refine=-1)
-    with pytest.raises(ValueError, match="eta must be >= 0"):
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
         sample_ddim(denoiser, x_T, schedule, 10, eta=-0.5)
     with pytest.raises(ValueError, match="timesteps must be a non-empty, strictly decreasing sequence"):
         sample_ddim(denoiser, x_T, schedule, timesteps=[10, 20])
