@@ -11,7 +11,8 @@ from diffusion_lib.data.shapes import Scene, from_scenes
 
 def adherence(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[str, float]:
     """How often the attributes read off generated images (``predicted``, from
-    :meth:`~diffusion_lib.models.shapes_classifier.ShapesClassifier.predict`) are the ones their prompts (``scenes``, e.g. from :func:`~diffusion_lib.data.shapes.parse_caption`) asked for.
+    :meth:`~diffusion_lib.models.shapes_classifier.ShapesClassifier.predict`) are the ones their prompts (``scenes``,
+    e.g. from :func:`~diffusion_lib.data.shapes.parse_caption`) asked for.
 
     Returns fractions in [0, 1], over the one-object prompts: ``one.count``, ``one.colour``, ``one.shape``,
     ``one.size``, ``one.all``; over the two-object prompts: ``two.count``, ``two.colour`` and ``two.shape`` (per

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, from_tokens, to_tokens
 from diffusion_lib.checks import check_int
+from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, from_tokens, to_tokens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, to_tokens
 from diffusion_lib.checks import check_int
+from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, to_tokens
 
 
 @dataclasses.dataclass(frozen=True)

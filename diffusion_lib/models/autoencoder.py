@@ -3,10 +3,10 @@ latents.
 
     image x (B, 3, 16, 16) ──encoder──▶ z = scale · mean(x) (B, 4, 8, 8) ──decoder──▶ x̂ ≈ x
 
-Training the diffusion model: every training image is encoded once, and the usual denoiser learns the latents
-(``[data] latent = "shapes_autoencoder"`` in a training config, see :mod:`diffusion_lib.train.config`). Sampling: draw z_T
-~ N(0, I) of the latent's shape, denoise it with any sampler, decode once (:func:`diffusion_lib.pipelines.generate`). The U-Net works on 64 positions instead of
-256, which is where the speed comes from; the decoder puts the detail back.
+Training the diffusion model: every training image is encoded once, and the usual denoiser learns the latents (``[data]
+latent = "shapes_autoencoder"`` in a training config, see :mod:`diffusion_lib.train.config`). Sampling: draw z_T ~ N(0,
+I) of the latent's shape, denoise it with any sampler, decode once (:func:`diffusion_lib.pipelines.generate`). The U-Net
+works on 64 positions instead of 256, which is where the speed comes from; the decoder puts the detail back.
 
 The autoencoder is a small convolutional VAE as in latent diffusion: the encoder gives a Gaussian q(z | x) = N(mean,
 exp(logvar)); training minimises

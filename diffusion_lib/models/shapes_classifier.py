@@ -66,7 +66,8 @@ class ShapesClassifier(nn.Module):
         shape (N, 2) with -1 in slot 1 for one object; size (N,) with -1 for two objects.
 
         ``images`` (N, 3, 16, 16) may be on any device: they are read on the classifier's, and the attributes come
-        back on the CPU, where the scenes they are compared with (:func:`~diffusion_lib.evaluation.shapes.adherence`) live."""
+        back on the CPU, where the scenes they are compared with
+        (:func:`~diffusion_lib.evaluation.shapes.adherence`) live."""
         was_training = self.training
         self.eval()
         device = self.count.weight.device

@@ -29,9 +29,10 @@ TWO_OBJECT_FRACTION = 0.7
 
 def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e-4, batch_size: int = 64,
                       lr: float = 2e-3, progress: bool = False) -> tuple[Autoencoder, dict[str, Any]]:
-    """Train the shapes :class:`~diffusion_lib.models.autoencoder.Autoencoder` on the diffusion models' training scenes (AdamW, cosine decay, one CPU
-    thread, restored afterwards), set its ``scale``, and score its reconstructions of the 2,000 test scenes: PSNR and
-    how often the reference shapes classifier reads every attribute of the original off the reconstruction.
+    """Train the shapes :class:`~diffusion_lib.models.autoencoder.Autoencoder` on the diffusion models' training scenes
+    (AdamW, cosine decay, one CPU thread, restored afterwards), set its ``scale``, and score its reconstructions of the
+    2,000 test scenes: PSNR and how often the reference shapes classifier reads every attribute of the original off the
+    reconstruction.
 
     Returns:
         (the autoencoder in eval mode, a record: settings, scale, test PSNR and attributes kept, train_seconds).
@@ -57,7 +58,8 @@ def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e
     kept = adherence(load("shapes_classifier").model.predict(reconstructions), test.scenes)
     record = {"steps": steps, "seed": seed, "kl_weight": kl_weight, "batch_size": batch_size, "lr": lr,
               "model_class": type(model).__name__,
-              "model_config": dataclasses.asdict(model.config), "scale": round(scale, 6), "bound": round(model.bound.item(), 4),
+              "model_config": dataclasses.asdict(model.config), "scale": round(scale, 6),
+              "bound": round(model.bound.item(), 4),
               "train_seconds": round(seconds, 1),
               "test": f"{TEST_DRAW[0]:,} scenes drawn with seed {TEST_DRAW[1]}",
               "test_psnr_db": round(psnr(reconstructions, test.images), 2),

@@ -55,9 +55,10 @@ def perturb(images: torch.Tensor, generator: torch.Generator, *, tint: float = 0
 
 def train_classifier(steps: int = 3000, seed: int = 0, *, n_train: int = 20000, batch_size: int = 128,
                      lr: float = 2e-3, progress: bool = False) -> tuple[ShapesClassifier, dict[str, Any]]:
-    """Train a :class:`~diffusion_lib.models.shapes_classifier.ShapesClassifier` on ``n_train`` fresh scenes (seed 100, held-out pairs included), AdamW with a
-    cosine decay, batches perturbed by :func:`perturb`; score it on 2,000 other scenes (seed 101), clean and
-    perturbed. Runs on one CPU thread (restored afterwards) so the weights do not depend on the core count.
+    """Train a :class:`~diffusion_lib.models.shapes_classifier.ShapesClassifier` on ``n_train`` fresh scenes (seed 100,
+    held-out pairs included), AdamW with a cosine decay, batches perturbed by :func:`perturb`; score it on 2,000 other
+    scenes (seed 101), clean and perturbed. Runs on one CPU thread (restored afterwards) so the weights do not depend on
+    the core count.
 
     Returns:
         (the model in eval mode, a record: steps, seed, test accuracies per attribute, train_seconds, settings).

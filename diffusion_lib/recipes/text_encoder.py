@@ -29,8 +29,8 @@ TWO_OBJECT_FRACTION = 0.7
 def pretrain(steps: int = 3000, seed: int = 0, *, dim: int = 64, depth: int = 2, heads: int = 4, max_len: int = 16,
              rate: float = 0.25, batch_size: int = 128, lr: float = 1e-3,
              progress: bool = False) -> tuple[MaskedWordModel, Tokenizer, dict[str, Any]]:
-    """Pretrain a :class:`~diffusion_lib.models.text_pretraining.MaskedWordModel` on captions alone (see the module docstring); one CPU thread (restored
-    afterwards) so the weights do not depend on the core count.
+    """Pretrain a :class:`~diffusion_lib.models.text_pretraining.MaskedWordModel` on captions alone (see the module
+    docstring); one CPU thread (restored afterwards) so the weights do not depend on the core count.
 
     Returns:
         (the model in eval mode, its tokenizer, a record: settings, masked-word test accuracy, train_seconds).

@@ -7,8 +7,9 @@ in :mod:`diffusion_lib.train.config` and checked before any training. A diffusio
 :mod:`diffusion_lib.recipes.families`, which trains in one go (no ``--resume``) and writes ``OUT/NAME`` only.
 
 It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
-``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what :func:`diffusion_lib.pretrained.load` loads);
-NAME is the config's file name without ``.toml``, dots and all (``digits.v2.toml`` writes ``OUT/digits.v2.json``).
+``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what
+:func:`diffusion_lib.pretrained.load` loads); NAME is the config's file name without ``.toml``, dots and all
+(``digits.v2.toml`` writes ``OUT/digits.v2.json``).
 
 No run loses earlier work. A run whose checkpoints already exist in ``--out`` is refused unless ``--resume``
 (continue it; refused when there is nothing to resume) or ``--overwrite`` (start again) is given; ``--out`` is

@@ -9,8 +9,8 @@ missing file is a one-line error that names the key and the file::
                 class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with
                 seed 1), two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on
                 each image downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an
-                autoencoder (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
-                diffusion; "" = the pixels)
+                autoencoder (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its
+                latents (latent diffusion; "" = the pixels)
     [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
     [text]      optional, shapes only: a text-conditioned model (diffusion_lib.models.text) with a text encoder of
                 dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained encoder to start

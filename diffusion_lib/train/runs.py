@@ -41,9 +41,9 @@ def check_output_folder(out: Path, existing: list[Path], *, resume: bool, overwr
 
 
 class StopRequest:
-    """Turns SIGINT (Ctrl-C) and SIGTERM into a request that :meth:`~diffusion_lib.train.trainer.Trainer.fit` answers after the current step, by
-    saving a checkpoint and returning; the previous handlers come back on exit. Outside the main thread, where
-    Python cannot install signal handlers, it does nothing."""
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a request that :meth:`~diffusion_lib.train.trainer.Trainer.fit` answers
+    after the current step, by saving a checkpoint and returning; the previous handlers come back on exit. Outside the
+    main thread, where Python cannot install signal handlers, it does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
