@@ -1,4 +1,4 @@
-"""The house rules of diffusion_lib that a machine can check (CONTRIBUTING.md): imports inside the package form no
+"""The house rules of diffusion_lib that a machine can check (CONTRIBUTING.md): imports go down the floors and form no
 cycle, no module takes another module's ``_private`` name, and only command modules parse arguments or print."""
 
 import ast
@@ -11,6 +11,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "diffusion_lib"
 COMMANDS = {"diffusion_lib.train.command", "diffusion_lib.recipes.command", "diffusion_lib.recipes.diffusion",
             "diffusion_lib.recipes.families"}
 PRINTERS = COMMANDS | {"diffusion_lib.notebook"}
+# CONTRIBUTING.md's floors: a module (or package, with everything in it) imports only from its floor or those above.
+FLOORS = {
+    0: ["diffusion_lib"],  # the package itself: __version__
+    1: ["checks", "schedules", "checkpoints", "data", "metrics"],
+    2: ["forward", "samplers", "sampler_setup", "losses", "analytic"],
+    3: ["models", "families"],
+    4: ["editing", "pipelines", "pretrained", "speed"],
+    5: ["evaluation"],
+    6: ["train", "recipes"],
+    7: ["notebook", "viz"],
+}
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -96,6 +107,25 @@ def private_imports(root: Path = PACKAGE) -> list[str]:
     return found
 
 
+def floor_of(module: str, floors: dict[int, list[str]] = FLOORS) -> int | None:
+    """The floor of a module: that of the longest listed name it is or lies inside; None if it has none."""
+    matches = [(len(name), floor) for floor, names in floors.items() for name in names
+               for full in [name if name == "diffusion_lib" else f"diffusion_lib.{name}"]
+               if module == full or (full != "diffusion_lib" and module.startswith(full + "."))]
+    return max(matches)[1] if matches else None
+
+
+def upward_imports(graph: dict[str, set[str]], floors: dict[int, list[str]] = FLOORS) -> list[str]:
+    """Every import from a module to one on a lower floor (a larger number), and every module without a floor."""
+    found = [f"{module} has no floor" for module in sorted(graph) if floor_of(module, floors) is None]
+    for module in sorted(graph):
+        for target in sorted(graph[module]):
+            here, there = floor_of(module, floors), floor_of(target, floors)
+            if None not in (here, there) and there > here:
+                found.append(f"{module} (floor {here}) imports {target} (floor {there})")
+    return found
+
+
 def calls_and_imports(path: Path) -> tuple[bool, bool]:
     """(imports argparse, calls print)."""
     tree = ast.parse(path.read_text())
@@ -109,6 +139,19 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph()
     assert "diffusion_lib.train.trainer" in graph and "diffusion_lib.losses" in graph["diffusion_lib.train.trainer"]
     assert cycles(graph) == []
+
+
+def test_imports_go_down_the_floors_only():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_floor_check_finds_an_upward_import_and_a_module_without_a_floor():
+    graph = {"diffusion_lib.models.unet": {"diffusion_lib.samplers"}, "diffusion_lib.samplers": {
+        "diffusion_lib.train.trainer"}, "diffusion_lib.train.trainer": set(), "diffusion_lib.attic": set()}
+    assert upward_imports(graph) == [
+        "diffusion_lib.attic has no floor",
+        "diffusion_lib.samplers (floor 2) imports diffusion_lib.train.trainer (floor 6)"]
+    assert floor_of("diffusion_lib.data.shapes") == 1 and floor_of("diffusion_lib") == 0
 
 
 def test_no_module_takes_another_modules_private_name():
