@@ -17,6 +17,8 @@ import matplotlib as mpl
 import numpy as np
 import torch
 
+from diffusion_lib.checks import check_int
+
 BUDGET_ENV = "DIFFUSION_BUDGET"
 
 
@@ -80,8 +82,7 @@ def setup(budget: str | None = None, seed: int = 0, *, verbose: bool = True) -> 
     if name not in BUDGETS:
         source = "budget" if budget else BUDGET_ENV
         raise ValueError(f"{source} must be one of {tuple(BUDGETS)}, got {name!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("seed", seed, low=0)
 
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator that third-party code may use

@@ -52,7 +52,7 @@ def test_unknown_budget_is_rejected_naming_its_source(monkeypatch):
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
 def test_bad_seed_is_rejected(seed):
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         setup(seed=seed, verbose=False)
 
 

@@ -88,7 +88,7 @@ def test_bad_arguments_and_captions_are_refused_with_the_reason():
         captioned_shapes(0)
     with pytest.raises(ValueError, match="seed must be an int >= 0"):
         captioned_shapes(3, -1)
-    with pytest.raises(ValueError, match="two_object_fraction must be a number in"):
+    with pytest.raises(ValueError, match="two_object_fraction must be a finite number in"):
         captioned_shapes(3, two_object_fraction=1.5)
     with pytest.raises(ValueError, match="held_out='only' needs two_object_fraction=1"):
         captioned_shapes(3, held_out="only")

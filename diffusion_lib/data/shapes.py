@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffusion_lib.checks import check_int, check_real
+
 COLOURS = ("red", "green", "blue", "yellow")
 RGB = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "yellow": (1.0, 1.0, -1.0)}
 SHAPES = ("circle", "square", "triangle")
@@ -168,12 +170,9 @@ def captioned_shapes(n: int, seed: int = 0, *, two_object_fraction: float = 0.5,
         held_out: "exclude" (never draw the :data:`HELD_OUT` pairs: the training set), "only" (draw only them;
             needs ``two_object_fraction`` = 1) or "include" (no special treatment).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if not isinstance(two_object_fraction, int | float) or not 0 <= two_object_fraction <= 1:
-        raise ValueError(f"two_object_fraction must be a number in [0, 1], got {two_object_fraction!r}")
+    check_int("n", n, low=1)
+    check_int("seed", seed, low=0)
+    check_real("two_object_fraction", two_object_fraction, low=0, high=1)
     if held_out == "only" and two_object_fraction != 1:
         raise ValueError("held_out='only' needs two_object_fraction=1: the held-out combinations are pairs")
     rng = np.random.default_rng(seed)

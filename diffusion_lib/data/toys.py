@@ -7,9 +7,10 @@ the generator's device.
 """
 
 import math
-from numbers import Integral, Real
 
 import torch
+
+from diffusion_lib.checks import check_int, check_real
 
 TOY_2D_NAMES = ("swiss_roll", "two_moons", "eight_gaussians")
 
@@ -20,17 +21,6 @@ _SWISS_ROLL_MEAN = (2.0, 2.0 / (3.0 * math.pi))
 _SWISS_ROLL_SCALE = 6.8
 _TWO_MOONS_MEAN = (0.5, 0.25)
 _TWO_MOONS_SCALE = 0.705
-
-
-def _check_n(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise ValueError(f"n must be a positive int (the number of points), got {n!r}")
-
-
-def _check_number(name: str, value, *, positive: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-    if not (ok and (value > 0 if positive else value >= 0)):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
 def _device(generator: torch.Generator | None) -> torch.device:
@@ -51,8 +41,8 @@ def swiss_roll(n: int, *, noise: float = 0.05, generator: torch.Generator | None
     Returns:
         (n, 2) float32 tensor.
     """
-    _check_n(n)
-    _check_number("noise", noise)
+    check_int("n", n, low=1)
+    check_real("noise", noise, low=0)
     device = _device(generator)
     t = 1.5 * math.pi * (1.0 + 2.0 * torch.rand(n, generator=generator, device=device))
     points = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)
@@ -76,8 +66,8 @@ def two_moons(n: int, *, noise: float = 0.05, generator: torch.Generator | None 
     Returns:
         (n, 2) float32 tensor.
     """
-    _check_n(n)
-    _check_number("noise", noise)
+    check_int("n", n, low=1)
+    check_real("noise", noise, low=0)
     device = _device(generator)
     theta = math.pi * torch.rand(n, generator=generator, device=device)
     upper = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1)
@@ -105,9 +95,9 @@ def eight_gaussians(
     Returns:
         (n, 2) float32 tensor.
     """
-    _check_n(n)
-    _check_number("radius", radius, positive=True)
-    _check_number("std", std)
+    check_int("n", n, low=1)
+    check_real("radius", radius, low=0, low_open=True)
+    check_real("std", std, low=0)
     device = _device(generator)
     k = torch.randint(0, 8, (n,), generator=generator, device=device)
     angle = 2.0 * math.pi * k / 8

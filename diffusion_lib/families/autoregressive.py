@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from diffusion_lib.checks import check_int
+from diffusion_lib.checks import check_int, check_real
 from diffusion_lib.families.discrete import DIGIT_LEVELS, bits_per_pixel, from_tokens, to_tokens
 
 
@@ -42,8 +42,7 @@ class AutoregressiveConfig:
         check_int("levels", self.levels, low=2)
         if self.dim % self.heads:
             raise ValueError(f"dim must be divisible by heads, got dim={self.dim}, heads={self.heads}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        check_real("dropout", self.dropout, low=0, high=1, high_open=True)
 
 
 class Block(nn.Module):

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from diffusion_lib.checks import check_int
+
 DIGIT_LEVELS = 17
 """The grey levels of the scikit-learn digits (0..16)."""
 
@@ -30,7 +32,7 @@ def to_tokens(images: torch.Tensor, levels: int = DIGIT_LEVELS) -> torch.Tensor:
     Raises:
         ValueError: wrong shape or dtype, or a value that is not on the grid (names the first one).
     """
-    _check_levels(levels)
+    check_int("levels", levels, low=2)
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim not in (3, 4) or (
             images.ndim == 4 and images.shape[1] != 1):
         what = f"{images.dtype} of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images)
@@ -49,7 +51,7 @@ def to_tokens(images: torch.Tensor, levels: int = DIGIT_LEVELS) -> torch.Tensor:
 def from_tokens(tokens: torch.Tensor, levels: int = DIGIT_LEVELS) -> torch.Tensor:
     """Level indices (B, H, W) int in 0..levels-1 → images (B, 1, H, W) float32 in [-1, 1] (inverse of
     :func:`to_tokens`)."""
-    _check_levels(levels)
+    check_int("levels", levels, low=2)
     if not isinstance(tokens, torch.Tensor) or tokens.ndim != 3 or tokens.is_floating_point():
         what = f"{tokens.dtype} of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else type(tokens)
         raise ValueError(f"tokens must be an integer tensor of shape (B, H, W), got {what}")
@@ -63,7 +65,3 @@ def bits_per_pixel(nats_per_image: torch.Tensor | float, pixels: int = 64) -> to
     """A negative log-likelihood in nats per image → bits per pixel: nats / (pixels · ln 2); 64 pixels for 8x8."""
     return nats_per_image / (pixels * math.log(2))
 
-
-def _check_levels(levels: int) -> None:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
