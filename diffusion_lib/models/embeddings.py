@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..checks import check_int, check_real, is_int
+from ..checks import check_int, check_real, is_int, is_real
 
 
 def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -34,8 +34,8 @@ def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 1000
     """
     check_int("dim", dim, low=2)
     check_real("max_period", max_period, low=1, low_open=True)
-    if isinstance(t, bool) or not isinstance(t, int | float | torch.Tensor):
-        raise ValueError(f"t must be an int or a tensor of timesteps, got {type(t).__name__}")
+    if not (is_real(t) or isinstance(t, torch.Tensor)):
+        raise ValueError(f"t must be a finite number or a tensor of timesteps, got {t!r}")
     t = torch.as_tensor(t)
     if t.dtype == torch.bool or t.dtype.is_complex:
         raise ValueError(f"t must hold integer (or real) timesteps, got dtype {t.dtype}")
