@@ -204,7 +204,7 @@ def test_conditioning_dropout_empties_the_stated_fraction_of_captions():
 
 def test_conditioning_dropout_needs_a_condition_and_a_model_that_can_drop_it():
     data = torch.zeros(8, 2)
-    with pytest.raises(ValueError, match="cond_dropout must be a number in"):
+    with pytest.raises(ValueError, match="cond_dropout must be a finite number in"):
         Trainer(RecordingModel(), NoiseSchedule.from_name("linear"), data, cond_dropout=1.0)
     with pytest.raises(ValueError, match="cond_dropout > 0 needs a cond"):
         Trainer(RecordingModel(), NoiseSchedule.from_name("linear"), data, cond_dropout=0.1)

@@ -40,10 +40,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffusion_lib import checkpoints
-from diffusion_lib.checks import check_int, is_real
+from diffusion_lib.checks import check_choice, check_int, check_real
 from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
 from diffusion_lib.models.dropout import example_keys, keyed_masks, number_layers
 from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.train.state import load_module, load_optimizer, optimizer_groups, optimizer_tensors
 
 AMP_MODES = ("bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
@@ -119,38 +120,30 @@ class Trainer:
         if not isinstance(data, torch.Tensor) or data.ndim < 1 or data.shape[0] < 1 or not data.dtype.is_floating_point:
             what = f"dtype {data.dtype}, shape {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data)
             raise ValueError(f"data must be a floating tensor of shape (N, ...) with N >= 1 examples, got {what}")
-        if cond is not None:
-            for name, value in (cond.items() if isinstance(cond, dict) else [("cond", cond)]):
-                if not isinstance(value, torch.Tensor) or value.ndim < 1 or value.shape[0] != data.shape[0]:
-                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-                    raise ValueError(f"{name} must be a tensor with one row per example, shape ({data.shape[0]}, "
-                                     f"...), got {shape}")
-        if not is_real(cond_dropout) or not 0 <= cond_dropout < 1:
-            raise ValueError(f"cond_dropout must be a number in [0, 1), got {cond_dropout!r}")
+        for name, value in ({} if cond is None else cond if isinstance(cond, dict) else {"cond": cond}).items():
+            if not isinstance(value, torch.Tensor) or value.ndim < 1 or value.shape[0] != data.shape[0]:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise ValueError(f"{name} must be a tensor with one row per example, shape ({data.shape[0]}, ...), "
+                                 f"got {shape}")
+        check_real("cond_dropout", cond_dropout, low=0, high=1, high_open=True)
         if cond_dropout > 0 and (cond is None or not hasattr(model, "drop_cond")):
             raise ValueError("cond_dropout > 0 needs a cond and a model with a drop_cond(cond, drop) method")
-        check_int("batch_size", batch_size, low=1)
-        check_int("warmup_steps", warmup_steps, low=0)
-        check_int("seed", seed, low=0)
-        check_int("log_every", log_every, low=1)
-        check_int("n_buckets", n_buckets, low=1)
-        if not is_real(lr) or not lr > 0:
-            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-        if not is_real(weight_decay) or not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
-        if grad_clip is not None and (not is_real(grad_clip) or not grad_clip > 0):
-            raise ValueError(f"grad_clip must be a finite number > 0 or None, got {grad_clip!r}")
-        if ema_decay is not None and (not is_real(ema_decay) or not 0 < ema_decay < 1):
-            raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay!r}")
-        if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        for name, value, low in (("batch_size", batch_size, 1), ("warmup_steps", warmup_steps, 0), ("seed", seed, 0),
+                                 ("log_every", log_every, 1), ("n_buckets", n_buckets, 1)):
+            check_int(name, value, low=low)
+        check_real("lr", lr, low=0, low_open=True)
+        check_real("weight_decay", weight_decay, low=0)
+        if grad_clip is not None:
+            check_real("grad_clip", grad_clip, low=0, low_open=True)
+        if ema_decay is not None:
+            check_real("ema_decay", ema_decay, low=0, high=1, low_open=True, high_open=True)
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        check_choice("amp", amp, (*AMP_MODES, "auto", None))
         if channels_last and data.ndim != 4:
             raise ValueError(f"channels_last needs images of shape (N, C, H, W), got data of shape {tuple(data.shape)}")
         if compile not in (True, False, *COMPILE_MODES) or not isinstance(compile, bool | str):
             raise ValueError(f"compile must be True, False or one of torch.compile's modes {COMPILE_MODES}, "
                              f"got {compile!r}")
-        if amp not in (*AMP_MODES, "auto", None):
-            raise ValueError(f"amp must be one of {(*AMP_MODES, 'auto', None)}, got {amp!r}")
 
         self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if batch_size % self.world_size:
@@ -335,9 +328,7 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.ema_model is not None:
             tensors |= {f"ema.{k}": v for k, v in self.ema_model.state_dict().items()}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            tensors |= {f"optim.{index}.{k}": torch.as_tensor(v) for k, v in state.items()}
-        tensors |= {
+        tensors |= optimizer_tensors(self.optimizer) | {
             "rng.data": self.data_generator.get_state(),
             "rng.noise": self.noise_generator.get_state(),
             "rng.torch": torch.get_rng_state(),
@@ -354,9 +345,8 @@ class Trainer:
         """Write a checkpoint (rank 0 only) that :meth:`load_state` resumes from; ``meta`` is stored in its JSON."""
         if self.rank != 0:
             return None
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.state_dict()["param_groups"]]
         record = {**(meta or {}), "step": self.step, "train_seconds": round(self.train_seconds, 1),
-                  "optimizer_param_groups": groups,
+                  "optimizer_param_groups": optimizer_groups(self.optimizer),
                   "trainer": {"batch_size": self.batch_size, "lr": self.lr, "warmup_steps": self.warmup_steps,
                               "grad_clip": self.grad_clip, "parameterization": self.parameterization,
                               "ema_decay": self.ema_decay, "amp": self.amp, "seed": self.seed},
@@ -371,18 +361,10 @@ class Trainer:
                 tensor), or the files are corrupt or do not belong together (see :func:`checkpoints.load`).
         """
         tensors, meta = checkpoints.load(path)
-        _load_module(self.model, tensors, "model.", path)
+        load_module(self.model, tensors, "model.", path)
         if self.ema_model is not None:
-            _load_module(self.ema_model, tensors, "ema.", path)
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in tensors.items():
-            if name.startswith("optim."):
-                _, index, key = name.split(".", 2)
-                state.setdefault(int(index), {})[key] = value
-        groups = self.optimizer.state_dict()["param_groups"]
-        for group, saved in zip(groups, meta["optimizer_param_groups"], strict=True):
-            group.update({k: tuple(v) if k == "betas" else v for k, v in saved.items()})
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            load_module(self.ema_model, tensors, "ema.", path)
+        load_optimizer(self.optimizer, tensors, meta["optimizer_param_groups"])
         self.data_generator.set_state(tensors["rng.data"])
         self.noise_generator.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.torch"])
@@ -397,18 +379,6 @@ class Trainer:
         self.train_seconds = float(meta.get("train_seconds", 0.0))
         return meta
 
-
-
-
-def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path) -> None:
-    expected = module.state_dict()
-    for name, value in expected.items():
-        saved = tensors.get(prefix + name)
-        if saved is None or saved.shape != value.shape:
-            found = "missing" if saved is None else f"shape {tuple(saved.shape)}"
-            raise ValueError(f"checkpoint {path} does not fit this model: {prefix}{name} should have shape "
-                             f"{tuple(value.shape)}, found {found}")
-    module.load_state_dict({name: tensors[prefix + name] for name in expected})
 
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, None: torch.float32}
