@@ -1,5 +1,8 @@
 """The checkpoints shipped inside the package: they load in one call and still score what their JSON records."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -7,7 +10,7 @@ from diffusion_lib import checkpoints
 from diffusion_lib.data import load_digits
 from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.models.unet import PRESETS, UNet
-from diffusion_lib.pretrained import load
+from diffusion_lib.pretrained import DENOISERS, load
 
 
 def test_the_digits_model_loads_in_one_call_and_says_how_it_was_made():
@@ -32,8 +35,33 @@ def test_the_digits_model_still_scores_its_recorded_test_loss_far_below_an_untra
 
 
 def test_an_unknown_shipped_name_lists_the_available_ones():
-    with pytest.raises(ValueError, match=r"no shipped checkpoint named 'imagenet'; available: \[.*'digits'"):
-        checkpoints.resolve("imagenet")
+    shipped = r"'imagenet' is not a shipped checkpoint; the shipped ones are \[.*'digits'"
+    with pytest.raises(FileNotFoundError, match=shipped):
+        load("imagenet")
+
+
+def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
+    names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
+    assert len(names) == 14
+    for name in names:
+        model, schedule, record = load(name)
+        assert type(model).__name__ == record["model_class"] and not model.training, name
+        assert (schedule is None) == (record["model_class"] not in DENOISERS), name
+        # rebuilt from every field of its frozen dataclass config, and nothing else
+        assert json.loads(json.dumps(dataclasses.asdict(model.config))) == record["model_config"], name
+
+
+def test_a_record_that_names_no_known_model_class_is_refused_by_name(tmp_path):
+    tensors, record = checkpoints.load(checkpoints.resolve("digits_classifier"))
+    for key in ("format", "library_version", "tensors_sha256", "record_sha256"):
+        record.pop(key)
+    checkpoints.save(tmp_path / "odd", tensors, {**record, "model_class": "ResNet50"})
+    with pytest.raises(ValueError, match=r"odd.json: model_class must be one of \[.*'DigitsClassifier'.*'ResNet50'"):
+        load(tmp_path / "odd")
+    del record["model_class"]
+    checkpoints.save(tmp_path / "bare", tensors, record)
+    with pytest.raises(ValueError, match=r"bare.json lacks the key 'model_class'"):
+        load(tmp_path / "bare")
 
 
 SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr", "shapes_text_frozen",
