@@ -24,6 +24,7 @@ from diffusion_lib.checks import is_real
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
+from diffusion_lib.models.mlp import MLPConfig, MLPDenoiser
 from diffusion_lib.models.shapes_classifier import ShapesClassifier, ShapesClassifierConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig
 from diffusion_lib.models.text_pretraining import MaskedWordConfig, MaskedWordModel
@@ -31,7 +32,8 @@ from diffusion_lib.models.unet import UNet, UNetConfig
 from diffusion_lib.schedules import NoiseSchedule
 
 # a record's model_class → (the class, its config class); the denoisers also carry a noise schedule
-DENOISERS = {"UNet": (UNet, UNetConfig), "TextConditionedUNet": (TextConditionedUNet, TextUNetConfig)}
+DENOISERS = {"UNet": (UNet, UNetConfig), "TextConditionedUNet": (TextConditionedUNet, TextUNetConfig),
+             "MLPDenoiser": (MLPDenoiser, MLPConfig)}
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     **DENOISERS,
     **{model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()},

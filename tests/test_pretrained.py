@@ -51,6 +51,20 @@ def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_
         assert json.loads(json.dumps(dataclasses.asdict(model.config))) == record["model_config"], name
 
 
+def test_a_saved_mlp_denoiser_loads_back_with_its_config_weights_and_schedule(tmp_path):
+    from diffusion_lib.models.mlp import MLPDenoiser
+
+    torch.manual_seed(0)
+    model = MLPDenoiser(dim=3, hidden=16, depth=1, time_dim=8)
+    record = {"model_class": "MLPDenoiser", "model_config": dataclasses.asdict(model.config), "clip_x0": None,
+              "config": {"schedule": {"name": "linear", "T": 50}}}
+    checkpoints.save(tmp_path / "mlp", dict(model.state_dict()), record)
+    loaded, schedule, _ = load(tmp_path / "mlp")
+    x, t = torch.randn(4, 3), torch.tensor([0, 10, 20, 49])
+    assert loaded.config == model.config and loaded.clip_x0 is None and schedule.T == 50
+    assert torch.equal(loaded(x, t), model.eval()(x, t))
+
+
 def test_a_record_that_names_no_known_model_class_is_refused_by_name(tmp_path):
     tensors, record = checkpoints.load(checkpoints.resolve("digits_classifier"))
     for key in ("format", "library_version", "tensors_sha256", "record_sha256"):

@@ -10,11 +10,15 @@ The output is whatever the training target was (ε, x_0 or v): the model does no
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_int, check_tensor
+from diffusion_lib.checks import check_int, check_tensor
+
 from .embeddings import check_timesteps, timestep_embedding
 
 
@@ -30,22 +34,46 @@ class _ResidualBlock(nn.Module):
         return h + self.linear(F.silu(self.norm(h + time_features)))
 
 
+@dataclass(frozen=True)
+class MLPConfig:
+    """Every setting of :class:`MLPDenoiser`; checked on creation.
+
+    Attributes:
+        dim: length of each data vector (2 for the toy data sets).
+        hidden: width of the hidden layers.
+        depth: number of residual blocks, each of which adds the time features to its input.
+        time_dim: length of the sinusoidal embedding of t (see
+            :func:`~diffusion_lib.models.embeddings.timestep_embedding`).
+    """
+
+    dim: int = 2
+    hidden: int = 128
+    depth: int = 3
+    time_dim: int = 64
+
+    def __post_init__(self) -> None:
+        for name, low in (("dim", 1), ("hidden", 1), ("depth", 0), ("time_dim", 2)):
+            check_int(name, getattr(self, name), low=low)
+
+
 class MLPDenoiser(nn.Module):
     """Residual MLP denoiser for vectors of length ``dim``, called as ``model(x_t, t, cond)``.
 
     Args:
-        dim: length of each data vector (2 for the toy data sets).
-        hidden: width of the hidden layers.
-        depth: number of residual blocks, each of which adds the time features to its input.
-        time_dim: length of the sinusoidal embedding of t (see :func:`timestep_embedding`).
+        config: an :class:`MLPConfig`; or leave it None and pass its fields as keyword arguments
+            (``MLPDenoiser(dim=2)``).
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, time_dim: int = 64):
+    def __init__(self, config: MLPConfig | None = None, **kwargs):
         super().__init__()
-        for name, value, low in (("dim", dim, 1), ("hidden", hidden, 1), ("depth", depth, 0),
-                                 ("time_dim", time_dim, 2)):
-            check_int(name, value, low=low)
-        self.dim, self.hidden, self.depth, self.time_dim = dim, hidden, depth, time_dim
+        if config is None:
+            config = MLPConfig(**kwargs)
+        elif kwargs:
+            config = dataclasses.replace(config, **kwargs)
+        if not isinstance(config, MLPConfig):
+            raise ValueError(f"config must be an MLPConfig, got {type(config).__name__}")
+        self.config = config
+        dim, hidden, depth, time_dim = config.dim, config.hidden, config.depth, config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.input = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(_ResidualBlock(hidden) for _ in range(depth))
@@ -67,10 +95,10 @@ class MLPDenoiser(nn.Module):
         if cond is not None:
             raise ValueError("MLPDenoiser is unconditional: cond must be None, got "
                              f"{type(cond).__name__}; use a conditional model for labels or text")
-        check_tensor("x_t", x_t, ("B", self.dim), meaning="(B, dim)")
+        check_tensor("x_t", x_t, ("B", self.config.dim), meaning="(B, dim)")
         t = check_timesteps(t, x_t.shape[0], x_t.device)
 
-        emb = timestep_embedding(t, self.time_dim).to(x_t.dtype)  # (B, time_dim) or (1, time_dim)
+        emb = timestep_embedding(t, self.config.time_dim).to(x_t.dtype)  # (B, time_dim) or (1, time_dim)
         time_features = self.time_mlp(emb)  # τ, (B, hidden) or (1, hidden), broadcasts over the batch
         h = self.input(x_t)  # (B, hidden)
         for block in self.blocks:

@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from diffusion_lib import checkpoints
 from diffusion_lib.checks import check_choice, check_int, check_real
-from diffusion_lib.losses import PARAMETERIZATIONS, diffusion_loss_per_example
+from diffusion_lib.forward import PARAMETERIZATIONS
+from diffusion_lib.losses import diffusion_loss_per_example
 from diffusion_lib.models.dropout import example_keys, keyed_masks, number_layers
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train.state import load_module, load_optimizer, optimizer_groups, optimizer_tensors
