@@ -234,7 +234,7 @@ def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, 
         ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG); IPython is a
         dependency of the library, so this works outside Jupyter too.
     """
-    from IPython.display import HTML
+    from IPython.display import HTML  # here, not at the top: IPython takes a second to import, only animations need it
 
     if frames.ndim != 5 or len(labels) != frames.shape[0]:
         raise ValueError(f"frames must have shape (F, N, C, H, W) with one label per frame; got "
