@@ -33,8 +33,9 @@ from .text import TextEncoder
 
 @dataclass(frozen=True)
 class MaskedWordConfig:
-    """Every setting of :class:`MaskedWordModel`: the vocabulary's size and the :class:`~diffusion_lib.models.text.
-    TextEncoder`'s width ``dim``, ``depth`` (layers), ``heads`` and ``max_len`` (tokens)."""
+    """Every setting of :class:`MaskedWordModel`: the vocabulary's size and the
+    :class:`~diffusion_lib.models.text.TextEncoder`'s width ``dim``, ``depth`` (layers), ``heads`` and ``max_len``
+    (tokens)."""
 
     vocab_size: int
     dim: int = 64

@@ -1,5 +1,5 @@
-"""Recipe: the shipped reference classifier of the 8x8 digits (:class:`~diffusion_lib.models.classifier.
-DigitsClassifier`), the feature space of the digits' image metrics.
+"""Recipe: the shipped reference classifier of the 8x8 digits
+(:class:`~diffusion_lib.models.classifier.DigitsClassifier`), the feature space of the digits' image metrics.
 
     python -m diffusion_lib.recipes.digits_classifier --out diffusion_lib/pretrained
 
