@@ -92,4 +92,6 @@ def test_the_wheel_carries_the_licence_and_the_package_data(tmp_path):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("pretrained/*.safetensors")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("configs/*.toml")}
+    shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("data/emoji/*")}
+    assert {"diffusion_lib/data/emoji/emoji32.npz", "diffusion_lib/data/emoji/LICENSE-APACHE-2.0.txt"} <= shipped
     assert shipped and shipped <= set(names)

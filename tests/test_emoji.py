@@ -1,0 +1,201 @@
+"""The emoji data set: the shipped arrays, split by emoji, and the pipeline that remakes them from the npm tarballs
+(tested on small tarballs written here, in the same layout)."""
+
+import hashlib
+import io
+import json
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_lib.data import emoji
+from diffusion_lib.data.emoji import (
+    EXCLUDED_CATEGORIES,
+    STYLES,
+    arrays_from,
+    build_arrays,
+    caption,
+    check_tarball,
+    load_emoji,
+    read_package,
+    render,
+    write_arrays,
+)
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_emoji("train")
+
+
+@pytest.fixture(scope="module")
+def test():
+    return load_emoji("test")
+
+
+def test_the_shipped_set_has_every_emoji_in_both_styles_as_32x32_colour_images_in_range(train, test):
+    every = load_emoji("all")
+    assert len(every) == len(train) + len(test) == 3272
+    assert every.images.shape == (3272, 3, 32, 32) and every.images.dtype == torch.float32
+    assert every.images.min() >= -1 and every.images.max() <= 1
+    assert every.style_names == STYLES and len(every.codes) == 1636
+    # each emoji once per style
+    pairs = torch.stack([every.emoji, every.style], 1)
+    assert len(torch.unique(pairs, dim=0)) == len(every)
+    assert torch.bincount(every.emoji).tolist() == [2] * 1636
+    assert not set(EXCLUDED_CATEGORIES) & set(every.category_names)
+    # colourful: far from grey, and the white background is white
+    assert (every.images.max(1).values - every.images.min(1).values).mean() > 0.15
+    assert (every.images[:, :, 0, 0] == 1).float().mean() > 0.9
+
+
+def test_the_split_is_by_emoji_with_a_tenth_of_them_held_out(train, test):
+    assert not set(train.emoji.tolist()) & set(test.emoji.tolist())
+    assert len(set(test.emoji.tolist())) == round(0.1 * 1636)
+    assert torch.bincount(test.style).tolist() == [len(test) // 2] * 2  # every style of a held-out emoji
+    # every category is in both splits
+    assert set(test.category.tolist()) == set(train.category.tolist()) == set(range(len(train.category_names)))
+
+
+def test_captions_are_the_lower_case_names(train):
+    assert "cat face" in train.captions or "cat face" in load_emoji("test").captions
+    assert all(c == c.lower() and c.strip() == c and c for c in train.captions)
+    assert caption({"name": "RED APPLE"}) == "red apple"
+
+
+def test_load_emoji_names_a_bad_split():
+    with pytest.raises(ValueError, match=r"split must be one of \('train', 'test', 'all'\), got 'val'"):
+        load_emoji("val")
+
+
+# --------------------------------------------------------------------------- the pipeline, on tarballs written here
+
+def _png(rgba: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgba.astype(np.uint8), "RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _tarball(path, folder: str, records: list[dict], images: dict[str, np.ndarray], extra=()):
+    with tarfile.open(path, "w:gz") as archive:
+        def add(name: str, data: bytes, kind=tarfile.REGTYPE, target: str = ""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, target, len(data) if kind == tarfile.REGTYPE else 0
+            archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+        add("package/emoji.json", json.dumps(records).encode())
+        for name, rgba in images.items():
+            add(f"package/img/{folder}/64/{name}", _png(rgba))
+        for member in extra:
+            add(*member)
+    return path
+
+
+def _records(n: int) -> list[dict]:
+    categories = ["Animals & Nature", "Food & Drink", "Flags"]
+    return [{"name": f"THING {i}", "unified": f"1F{i:03X}", "image": f"1f{i:03x}.png", "category": categories[i % 3],
+             "subcategory": f"sub-{i % 2}", "sort_order": n - i} for i in range(n)]
+
+
+def _images(records, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {r["image"]: rng.integers(0, 256, (64, 64, 4)) for r in records}
+
+
+def test_render_composites_on_white_and_averages_blocks_exactly():
+    rgba = np.zeros((64, 64, 4))
+    rgba[:32, :, :] = (255, 0, 0, 255)        # top half opaque red
+    rgba[32:, :, :] = (0, 0, 255, 0)          # bottom half fully transparent: white
+    rgba[0, 0], rgba[0, 1], rgba[1, 0], rgba[1, 1] = (0, 0, 0, 255), (0, 0, 0, 255), (255, 0, 0, 255), (0, 0, 0, 0)
+    image = render(_png(rgba), 32)
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+    assert image[5, 5].tolist() == [255, 0, 0] and image[20, 5].tolist() == [255, 255, 255]
+    # the first block: black, black, red, white → the rounded mean of each channel
+    assert image[0, 0].tolist() == [round((0 + 0 + 255 + 255) / 4), round(255 / 4), round(255 / 4)]
+    half = np.zeros((64, 64, 4))
+    half[..., :] = (0, 0, 0, 128)             # half-transparent black on white: grey 127
+    assert render(_png(half), 64)[0, 0].tolist() == [127, 127, 127]
+    with pytest.raises(ValueError, match="size must be one of"):
+        render(_png(rgba), 24)
+
+
+def test_read_package_reads_only_the_pngs_and_the_json_and_ignores_links_and_other_paths(tmp_path):
+    records = _records(3)
+    path = _tarball(tmp_path / "t.tgz", "google", records, _images(records, 0), extra=[
+        ("package/img/google/64/../../../../evil.png", b"x"),
+        ("package/img/google/64/1f999.png", b"", tarfile.SYMTYPE, "/etc/passwd"),
+        ("package/img/twitter/64/1f000.png", b"other style"),
+        ("package/img/google/32/1f000.png", b"other size"),
+    ])
+    read_records, pngs = read_package(path, "google")
+    assert read_records == records
+    assert sorted(pngs) == sorted(r["image"] for r in records)
+    assert not list(tmp_path.glob("**/evil.png"))
+    with pytest.raises(ValueError, match=r"has no package/emoji\.json"):
+        read_package(_empty_tarball(tmp_path / "none.tgz"), "google")
+
+
+def _empty_tarball(path):
+    with tarfile.open(path, "w:gz"):
+        pass
+    return path
+
+
+def test_a_tarball_with_another_hash_is_refused_by_name(tmp_path):
+    path = tmp_path / "emoji-datasource-google-16.0.0.tgz"
+    path.write_bytes(b"not the package")
+    with pytest.raises(ValueError, match=r"is not emoji-datasource-google@16.0.0: SHA-256 [0-9a-f]{64}, expected"):
+        check_tarball(path, "noto")
+
+
+def test_arrays_from_drops_nothing_it_is_given_splits_by_emoji_and_writes_the_same_bytes_twice(tmp_path):
+    records = [r for r in _records(40) if r["category"] not in EXCLUDED_CATEGORIES]
+    pngs = {"noto": {k: _png(v) for k, v in _images(records, 1).items()},
+            "twemoji": {k: _png(v) for k, v in _images(records, 2).items()}}
+    arrays = arrays_from(records, pngs, 32)
+    assert arrays["images"].shape == (2 * len(records), 32, 32, 3)
+    assert arrays["emoji"].tolist() == [i for i in range(len(records)) for _ in STYLES]
+    held = set(arrays["emoji"][arrays["test"]].tolist())
+    assert len(held) == round(0.1 * len(records)) and not held & set(arrays["emoji"][~arrays["test"]].tolist())
+    first, second = write_arrays(arrays, tmp_path / "a.npz"), write_arrays(arrays, tmp_path / "b.npz")
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    loaded = load_emoji("all", path=first)
+    assert torch.equal(loaded.images, torch.from_numpy(arrays["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert loaded.captions == [r["name"].lower() for r in records for _ in STYLES]
+    del pngs["twemoji"][records[3]["image"]]
+    missing = records[3]["image"]
+    with pytest.raises(ValueError, match=rf"1 images are missing from the tarballs, e.g. twemoji: {missing}"):
+        arrays_from(records, pngs, 32)
+
+
+def test_build_arrays_checks_each_tarball_before_reading_it(tmp_path, monkeypatch):
+    records = _records(6)
+    paths = {}
+    for style, folder, seed in (("noto", "google", 3), ("twemoji", "twitter", 4)):
+        paths[style] = _tarball(tmp_path / f"{style}.tgz", folder, records, _images(records, seed))
+    packages = {style: (*emoji.PACKAGES[style][:2], hashlib.sha256(paths[style].read_bytes()).hexdigest(),
+                        emoji.PACKAGES[style][3]) for style in STYLES}
+    monkeypatch.setattr(emoji, "PACKAGES", packages)
+    arrays = build_arrays(paths, 16)
+    kept = [r for r in records if r["category"] not in EXCLUDED_CATEGORIES]
+    assert arrays["images"].shape == (2 * len(kept), 16, 16, 3)
+    assert arrays["codes"].tolist() == [r["unified"] for r in sorted(kept, key=lambda r: r["sort_order"])]
+    paths["noto"].write_bytes(paths["noto"].read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="is not emoji-datasource-google"):
+        build_arrays(paths, 16)
+
+
+def test_the_shipped_file_is_what_write_arrays_makes_of_its_own_arrays(tmp_path):
+    with np.load(emoji.SHIPPED, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    again = write_arrays(arrays, tmp_path / "again.npz")
+
+    def entries(path):  # name, size, CRC-32 and time stamp of each entry: the same whatever zlib compressed them
+        with zipfile.ZipFile(path) as archive:
+            return [(i.filename, i.file_size, i.CRC, i.date_time) for i in archive.infolist()]
+
+    assert entries(again) == entries(emoji.SHIPPED)
