@@ -24,6 +24,7 @@ from diffusion_lib.checks import is_real
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
+from diffusion_lib.models.emoji_classifier import EmojiClassifier, EmojiClassifierConfig
 from diffusion_lib.models.mlp import MLPConfig, MLPDenoiser
 from diffusion_lib.models.shapes_classifier import ShapesClassifier, ShapesClassifierConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig
@@ -39,6 +40,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     **{model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()},
     **{model_class.__name__: (model_class, config_class) for model_class, config_class in (
         (DigitsClassifier, DigitsClassifierConfig), (ShapesClassifier, ShapesClassifierConfig),
+        (EmojiClassifier, EmojiClassifierConfig),
         (Autoencoder, AutoencoderConfig), (MaskedWordModel, MaskedWordConfig))},
 }
 
