@@ -199,3 +199,45 @@ def test_the_shipped_file_is_what_write_arrays_makes_of_its_own_arrays(tmp_path)
             return [(i.filename, i.file_size, i.CRC, i.date_time) for i in archive.infolist()]
 
     assert entries(again) == entries(emoji.SHIPPED)
+
+
+def test_a_training_config_reads_emoji_with_categories_mirrored_copies_or_captions(tmp_path):
+    from diffusion_lib.recipes.diffusion import load_data
+    from diffusion_lib.train.config import read_config
+
+    config_file = tmp_path / "emoji.toml"
+    config_file.write_text('[data]\ndataset = "emoji"\nclass_conditional = true\nmirror = true\n'
+                           '[model]\npreset = "emoji"\n[train]\nsteps = 1\n')
+    data = read_config(config_file)["data"]
+    train = load_emoji("train")
+    images, labels = load_data(data)
+    n = len(train)
+    assert images.shape == (2 * n, 3, 32, 32)
+    assert torch.equal(images[:n], train.images) and torch.equal(images[n:], train.images.flip(-1))
+    assert torch.equal(labels, torch.cat([train.category, train.category]))
+    test_images, test_labels = load_data(data, "test")  # the test split is never mirrored
+    assert torch.equal(test_images, load_emoji("test").images) and len(test_labels) == len(test_images)
+    _, captions = load_data({**data, "mirror": False}, captions=True)
+    assert captions == train.captions
+
+
+def test_other_sizes_are_made_once_from_tarballs_fetched_from_the_registry(tmp_path, monkeypatch):
+    records = _records(6)
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    packages = {}
+    for style, folder, seed in (("noto", "google", 3), ("twemoji", "twitter", 4)):
+        name, version, _, _ = emoji.PACKAGES[style]
+        path = _tarball(registry / f"{name}-{version}.tgz", folder, records, _images(records, seed))
+        packages[style] = (name, version, hashlib.sha256(path.read_bytes()).hexdigest(), folder)
+    monkeypatch.setattr(emoji, "PACKAGES", packages)
+    monkeypatch.setattr(emoji, "TARBALL_URL", registry.as_uri() + "/{name}-{version}.tgz")
+    assert emoji.emoji_arrays(32, tmp_path / "cache") == emoji.SHIPPED  # the shipped size is never rebuilt
+    path = emoji.emoji_arrays(16, tmp_path / "cache")
+    assert path == tmp_path / "cache" / "emoji16.npz" and (tmp_path / "cache" / f"{packages['noto'][0]}-"
+                                                           f"{packages['noto'][1]}.tgz").is_file()
+    assert load_emoji("all", path=path).images.shape == (2 * 4, 3, 16, 16)  # 4 of the 6 are not flags
+    stamp = path.stat().st_mtime_ns
+    assert emoji.emoji_arrays(16, tmp_path / "cache") == path and path.stat().st_mtime_ns == stamp  # made once
+    with pytest.raises(ValueError, match=r"size must be one of \(16, 32, 64\), got 48"):
+        emoji.emoji_arrays(48, tmp_path / "cache")

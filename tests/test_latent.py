@@ -19,10 +19,27 @@ def test_the_autoencoder_halves_the_side_and_checks_its_input():
     assert model.decode(z).shape == (5, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(z, model.posterior(x)[0], atol=1e-6)  # the posterior mean, batched the same
-    with pytest.raises(ValueError, match=r"x must be images \(B, 3, H, W\) with even H and W, got \(5, 3, 15, 15\)"):
+    with pytest.raises(ValueError, match=r"x must be images \(B, 3, H, W\) with H and W divisible by 2, got "
+                                         r"\(5, 3, 15, 15\)"):
         model.encode(x[..., :15, :15])
     with pytest.raises(ValueError, match=r"z must be latents \(B, 4, h, w\), got \(5, 3, 8, 8\)"):
         model.decode(torch.zeros(5, 3, 8, 8))
+
+
+def test_two_halvings_take_32x32_images_to_8x8_latents_and_back():
+    torch.manual_seed(0)
+    model = Autoencoder(AutoencoderConfig(channels=3, latent_channels=4, width=8, downsamples=2)).eval()
+    assert model.factor == 4
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    z = model.encode(x)
+    assert z.shape == (3, 4, 8, 8)
+    assert model.decode(z).shape == (3, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"divisible by 4, got \(3, 3, 30, 30\)"):
+        model.encode(x[..., :30, :30])
+    with pytest.raises(ValueError, match="downsamples must be an int >= 1, got 0"):
+        AutoencoderConfig(downsamples=0)
+    one = Autoencoder(AutoencoderConfig(width=8))  # one halving keeps the layer names of the shipped shapes model
+    assert set(one.state_dict()) == set(load("shapes_autoencoder").model.state_dict())
 
 
 def test_fit_scale_gives_latents_of_unit_variance_and_decode_undoes_it():
@@ -97,3 +114,19 @@ def test_the_shipped_latent_model_draws_what_one_object_prompts_ask_for_once_dec
     assert float(z.abs().max()) <= float(autoencoder.bound) * 1.5  # within the training latents' range
     scores = adherence(load("shapes_classifier").model.predict(images), prompts.scenes)
     assert scores["one.all"] > 0.85, scores
+
+
+def test_generate_takes_class_ids_for_a_class_conditional_model_and_names_a_bad_prompt():
+    from diffusion_lib.pipelines import generate
+    from diffusion_lib.samplers import classifier_free_guidance, sample_dpmpp_2m
+
+    model, schedule, _ = load("digits_class")
+    labels = torch.arange(6)
+    x_T = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = generate(model, schedule, labels, x_T, guidance=2.0, steps=8)
+    with torch.no_grad():
+        expected = sample_dpmpp_2m(classifier_free_guidance(model, 2.0), x_T, schedule, 8, cond=labels, clip_x0=1.0)
+    assert torch.equal(images, expected)
+    with pytest.raises(ValueError, match=r"prompts must be captions .* or class ids .*shape \(6,\)\), got a "
+                                         r"torch\.int64 tensor of shape \(5,\)"):
+        generate(model, schedule, labels[:5], x_T)

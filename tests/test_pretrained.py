@@ -93,7 +93,7 @@ def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test
     for table, values in meta["config"].items():
         assert {k: v for k, v in config[table].items() if k in values} == values, table
     assert meta["steps"] == config["train"]["steps"] and meta["train_seconds"] > 0  # times: benchmarks/RESULTS.md
-    images, labels = load_data(config["data"], "test")
+    images, labels = load_data(config["data"], "test", captions="text" in config)
     cond = condition(config, model, images, labels)
     measured = evaluate_loss(model, images, schedule, cond=cond, seed=0)
     assert measured == pytest.approx(meta["test_loss"], rel=1e-4)

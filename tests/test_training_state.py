@@ -292,7 +292,11 @@ def test_help_describes_the_command(capsys):
     (TINY.replace('preset = "digits_small"', 'preset = "digits_small"\nwidth = 3'), r"unknown key model\.width"),
     (TINY.replace('"digits"', '"imagenet"', 1), r"data\.dataset must be one of"),
     (TINY.replace("ema_decay = 0.9", "ema_decay = true"), r"train\.ema_decay must be float, got True"),
-    (TINY + "\n[text]\ndim = 16\n", r"a \[text\] table needs data\.dataset = 'shapes'"),
+    (TINY + "\n[text]\ndim = 16\n",
+     r"a \[text\] table needs a data set with captions, data\.dataset = one of \('shapes', 'emoji'\)"),
+    (TINY.replace('dataset = "digits"', 'dataset = "emoji"\nmirror = true') + "\n[text]\ndim = 16\n",
+     r"data\.mirror cannot be combined with \[text\]"),
+    (TINY.replace('dataset = "digits"', 'dataset = "digits"\nmirror = 1'), r"data\.mirror must be bool, got 1"),
     (TINY.replace('dataset = "digits"', 'dataset = "digits"\nclass_conditional = true\nlow_resolution = 4'),
      r"choose one kind of conditioning, got data\.class_conditional and data\.low_resolution"),
     (TINY.replace('dataset = "digits"', 'dataset = "shapes"') + "\n[text]\ndepht = 1\n", r"unknown key text\.depht"),
@@ -315,11 +319,15 @@ def test_the_shipped_configs_are_valid():
 
     names = sorted(p.name for p in root.glob("*.toml"))
     families = ["digits_autoregressive.toml", "digits_gan.toml", "digits_vae.toml"]
-    assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "mnist.toml", "shapes_latent.toml",
+    assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "emoji64.toml", "emoji_latent.toml",
+                            "mnist.toml", "shapes_latent.toml",
                             "shapes_pooled.toml", "shapes_sr.toml", "shapes_text.toml", "shapes_text_frozen.toml",
                             *families])
     for name in names:
-        (read_family_config if name in families else read_config)(root / name)
+        config = (read_family_config if name in families else read_config)(root / name)
+        if "model" in config:  # the model it names can be built: its preset and overrides fit together
+            overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
+            unet_from_preset(config["model"]["preset"], **overrides)
 
 
 

@@ -41,6 +41,7 @@ from PIL import Image
 
 from diffusion_lib.checkpoints import atomic_write
 from diffusion_lib.checks import check_choice
+from diffusion_lib.data.downloads import download
 
 # style → (npm package, version, SHA-256 of the tarball `npm pack` fetches, its image folder)
 PACKAGES = {
@@ -55,6 +56,8 @@ TEST_FRACTION = 0.1
 SPLIT_SEED = 0
 SHIPPED = Path(__file__).resolve().parent / "emoji" / "emoji32.npz"
 SPLITS = ("train", "test", "all")
+SIZES = (16, 32, 64)
+TARBALL_URL = "https://registry.npmjs.org/{name}/-/{name}-{version}.tgz"  # what `npm pack` fetches
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def build_arrays(tarballs: dict[str, str | Path], size: int = 32) -> dict[str, n
         ``test`` (bool, the emoji's split) per image, and the name tables ``style_names``, ``category_names``,
         ``subcategory_names``, ``codes``; images ordered by emoji (``sort_order``), then style.
     """
-    check_choice("size", size, (16, 32, 64))
+    check_choice("size", size, SIZES)
     packages = {style: read_package(check_tarball(tarballs[style], style), PACKAGES[style][3]) for style in STYLES}
     records = sorted((r for r in packages["noto"][0] if r["category"] not in EXCLUDED_CATEGORIES),
                      key=lambda r: r["sort_order"])
@@ -197,6 +200,28 @@ def write_arrays(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
                 archive.writestr(entry, buffer.getvalue(), compresslevel=9)
 
     return atomic_write(Path(path), write)
+
+
+def download_tarballs(root: str | Path, *, progress: bool = False) -> dict[str, Path]:
+    """Download the two npm tarballs from the npm registry into ``root`` (once; each checked against its SHA-256 in
+    :data:`PACKAGES`), as ``npm pack`` would: style → path. About 150 MB in all."""
+    root = Path(root).expanduser()
+    return {style: download(TARBALL_URL.format(name=name, version=version), root / f"{name}-{version}.tgz", sha256,
+                            progress=progress)
+            for style, (name, version, sha256, _) in PACKAGES.items()}
+
+
+def emoji_arrays(size: int, root: str | Path = "~/.cache/diffusion_lib", *, progress: bool = False) -> Path:
+    """The ``.npz`` of the data set at ``size`` x ``size``: the shipped file for 32, else ``ROOT/emojiSIZE.npz``, made
+    on first use from the two tarballs (:func:`download_tarballs`, :func:`build_arrays`; a few minutes), so that a
+    GPU can train at 64x64 with nothing but ``pip install`` and a network."""
+    check_choice("size", size, SIZES)
+    if size == 32:
+        return SHIPPED
+    path = Path(root).expanduser() / f"emoji{size}.npz"
+    if not path.is_file():
+        write_arrays(build_arrays(download_tarballs(path.parent, progress=progress), size), path)
+    return path
 
 
 def load_emoji(split: str = "train", *, path: str | Path | None = None) -> EmojiSet:

@@ -41,18 +41,22 @@ class AutoencoderConfig:
     Attributes:
         channels: image channels (3 for the shapes).
         latent_channels: channels of the latent (4, as in Stable Diffusion).
-        width: channels at full resolution, a multiple of 8 (the GroupNorm groups); the half-resolution layers have
-            twice as many.
+        width: channels at full resolution, a multiple of 8 (the GroupNorm groups); the layers at lower resolutions
+            have twice as many.
+        downsamples: how many times the encoder halves the side (1: 16x16 shapes → 8x8 latents; 2: 32x32 emoji →
+            8x8 latents); each halving adds a stride-2 convolution and a residual block, and the decoder mirrors it.
     """
 
     channels: int = 3
     latent_channels: int = 4
     width: int = 32
+    downsamples: int = 1
 
     def __post_init__(self) -> None:
         check_int("channels", self.channels, low=1)
         check_int("latent_channels", self.latent_channels, low=1)
         check_int("width", self.width, low=8)
+        check_int("downsamples", self.downsamples, low=1)
         if self.width % 8:
             raise ValueError(f"width must be a multiple of 8 (the GroupNorm groups), got {self.width}")
 
@@ -71,7 +75,8 @@ class ResidualBlock(nn.Module):
 
 
 class Autoencoder(nn.Module):
-    """A convolutional VAE that halves the side: images (B, C, S, S) ↔ latents (B, latent_channels, S/2, S/2).
+    """A convolutional VAE that divides the side by f = 2 ** ``downsamples``: images (B, C, S, S) ↔ latents (B,
+    latent_channels, S/f, S/f).
 
     Args:
         config: its settings (:class:`AutoencoderConfig`; the defaults when None).
@@ -81,33 +86,44 @@ class Autoencoder(nn.Module):
         super().__init__()
         self.config = config = config or AutoencoderConfig()
         channels, latent_channels, w = config.channels, config.latent_channels, config.width
+        halvings, doublings = [], []  # the halvings after the first, and the decoder's mirror of them
+        for _ in range(config.downsamples - 1):
+            halvings += [nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), ResidualBlock(2 * w)]
+            doublings += [nn.Upsample(scale_factor=2), nn.Conv2d(2 * w, 2 * w, 3, padding=1), ResidualBlock(2 * w)]
         self.encoder = nn.Sequential(
             nn.Conv2d(channels, w, 3, padding=1), ResidualBlock(w), nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
-            ResidualBlock(2 * w), nn.GroupNorm(8, 2 * w), nn.SiLU(), nn.Conv2d(2 * w, 2 * latent_channels, 1))
+            ResidualBlock(2 * w), *halvings, nn.GroupNorm(8, 2 * w), nn.SiLU(),
+            nn.Conv2d(2 * w, 2 * latent_channels, 1))
         self.decoder = nn.Sequential(
-            nn.Conv2d(latent_channels, 2 * w, 3, padding=1), ResidualBlock(2 * w), nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * w, w, 3, padding=1), ResidualBlock(w), nn.GroupNorm(8, w), nn.SiLU(),
-            nn.Conv2d(w, channels, 3, padding=1))
+            nn.Conv2d(latent_channels, 2 * w, 3, padding=1), ResidualBlock(2 * w), *doublings,
+            nn.Upsample(scale_factor=2), nn.Conv2d(2 * w, w, 3, padding=1), ResidualBlock(w), nn.GroupNorm(8, w),
+            nn.SiLU(), nn.Conv2d(w, channels, 3, padding=1))
         self.register_buffer("scale", torch.ones(()))  # both set after training, see fit_scale
         self.register_buffer("bound", torch.full((), float("inf")))
 
+    @property
+    def factor(self) -> int:
+        """How many times smaller the latent's side is than the image's: 2 ** ``downsamples``."""
+        return 2 ** self.config.downsamples
+
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z | x): mean and log-variance (B, latent_channels, S/2, S/2) of the unscaled latent."""
-        if x.ndim != 4 or x.shape[1] != self.config.channels or x.shape[-1] % 2 or x.shape[-2] % 2:
-            raise ValueError(f"x must be images (B, {self.config.channels}, H, W) with even H and W, got "
+        """q(z | x): mean and log-variance (B, latent_channels, S/f, S/f) of the unscaled latent."""
+        f = self.factor
+        if x.ndim != 4 or x.shape[1] != self.config.channels or x.shape[-1] % f or x.shape[-2] % f:
+            raise ValueError(f"x must be images (B, {self.config.channels}, H, W) with H and W divisible by {f}, got "
                              f"{tuple(x.shape)}")
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-20, 10)
 
     def encode(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """The latents diffusion works on, ``scale`` · mean of q(z | x): images (B, C, S, S) in [-1, 1] → (B,
-        latent_channels, S/2, S/2), in batches, without gradients."""
+        latent_channels, S/f, S/f), in batches, without gradients."""
         with torch.no_grad():
             return torch.cat([self.posterior(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]) \
                 * self.scale
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents as :meth:`encode` gives them (B, latent_channels, S/2, S/2) → images (B, C, S, S)."""
+        """Latents as :meth:`encode` gives them (B, latent_channels, S/f, S/f) → images (B, C, S, S)."""
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
             raise ValueError(f"z must be latents (B, {self.config.latent_channels}, h, w), got {tuple(z.shape)}")
         return self.decoder(z / self.scale)

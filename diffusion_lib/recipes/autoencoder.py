@@ -17,7 +17,7 @@ from diffusion_lib.checks import check_int
 from diffusion_lib.data.shapes import captioned_shapes
 from diffusion_lib.evaluation.shapes import adherence
 from diffusion_lib.metrics import psnr
-from diffusion_lib.models.autoencoder import Autoencoder
+from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.command import train_and_save_main
 from diffusion_lib.train import fit_on_one_thread
@@ -27,45 +27,64 @@ TRAIN_DRAW, TEST_DRAW = (30000, 0), (2000, 1)  # the shapes the diffusion models
 TWO_OBJECT_FRACTION = 0.7
 
 
-def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e-4, batch_size: int = 64,
-                      lr: float = 2e-3, progress: bool = False) -> tuple[Autoencoder, dict[str, Any]]:
-    """Train the shapes :class:`~diffusion_lib.models.autoencoder.Autoencoder` on the diffusion models' training scenes
-    (AdamW, cosine decay, one CPU thread, restored afterwards), set its ``scale``, and score its reconstructions of the
-    2,000 test scenes: PSNR and how often the reference shapes classifier reads every attribute of the original off the
-    reconstruction.
+def fit_autoencoder(images: torch.Tensor, config: AutoencoderConfig, steps: int, seed: int = 0, *,
+                    kl_weight: float = 1e-4, batch_size: int = 64, lr: float = 2e-3, mirror: bool = False,
+                    progress: bool = False) -> tuple[Autoencoder, float]:
+    """Train an :class:`~diffusion_lib.models.autoencoder.Autoencoder` on ``images`` (N, C, S, S) in [-1, 1] (AdamW,
+    cosine decay to 0, batches drawn with replacement, one CPU thread, restored afterwards), then set its ``scale``
+    and ``bound`` on the same images. With ``mirror``, each image of a batch is mirrored left to right with
+    probability 1/2. Initial weights from ``torch.manual_seed(seed)``, batches from a generator seeded ``seed``.
 
     Returns:
-        (the autoencoder in eval mode, a record: settings, scale, test PSNR and attributes kept, train_seconds).
+        (the autoencoder in eval mode, the training loop's wall time in seconds).
     """
     check_int("steps", steps, low=1)
-    images = captioned_shapes(*TRAIN_DRAW, two_object_fraction=TWO_OBJECT_FRACTION).images
     torch.manual_seed(seed)
-    model = Autoencoder()
+    model = Autoencoder(config)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
 
     def batch_loss() -> torch.Tensor:
         batch = images[torch.randint(0, len(images), (batch_size,), generator=generator)]
+        if mirror:
+            flip = torch.rand(batch_size, generator=generator) < 0.5
+            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         return model.loss(batch, kl_weight, generator)
 
     seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, scheduler=schedule, progress=progress)
     model.eval()
-    scale = model.fit_scale(images)
+    model.fit_scale(images)
+    return model, seconds
+
+
+def record_of(model: Autoencoder, seconds: float, **settings: Any) -> dict[str, Any]:
+    """The JSON record of a trained autoencoder: ``settings``, its class and config, scale, bound and wall time."""
+    return {**settings, "model_class": type(model).__name__, "model_config": dataclasses.asdict(model.config),
+            "scale": round(model.scale.item(), 6), "bound": round(model.bound.item(), 4),
+            "train_seconds": round(seconds, 1), "torch_version": torch.__version__}
+
+
+def train_autoencoder(steps: int = 3000, seed: int = 0, *, kl_weight: float = 1e-4, batch_size: int = 64,
+                      lr: float = 2e-3, progress: bool = False) -> tuple[Autoencoder, dict[str, Any]]:
+    """Train the shapes :class:`~diffusion_lib.models.autoencoder.Autoencoder` on the diffusion models' training scenes
+    (:func:`fit_autoencoder`) and score its reconstructions of the 2,000 test scenes: PSNR and how often the reference
+    shapes classifier reads every attribute of the original off the reconstruction.
+
+    Returns:
+        (the autoencoder in eval mode, a record: settings, scale, test PSNR and attributes kept, train_seconds).
+    """
+    images = captioned_shapes(*TRAIN_DRAW, two_object_fraction=TWO_OBJECT_FRACTION).images
+    model, seconds = fit_autoencoder(images, AutoencoderConfig(), steps, seed, kl_weight=kl_weight,
+                                     batch_size=batch_size, lr=lr, progress=progress)
     test = captioned_shapes(*TEST_DRAW, two_object_fraction=TWO_OBJECT_FRACTION)
     with torch.no_grad():
         reconstructions = model.decode(model.encode(test.images)).clamp(-1, 1)
     kept = adherence(load("shapes_classifier").model.predict(reconstructions), test.scenes)
-    record = {"steps": steps, "seed": seed, "kl_weight": kl_weight, "batch_size": batch_size, "lr": lr,
-              "model_class": type(model).__name__,
-              "model_config": dataclasses.asdict(model.config), "scale": round(scale, 6),
-              "bound": round(model.bound.item(), 4),
-              "train_seconds": round(seconds, 1),
-              "test": f"{TEST_DRAW[0]:,} scenes drawn with seed {TEST_DRAW[1]}",
-              "test_psnr_db": round(psnr(reconstructions, test.images), 2),
-              "test_attributes_kept": {k: round(kept[k], 4) for k in ("one.all", "two.binding")},
-              "torch_version": torch.__version__}
-    return model, record
+    return model, record_of(model, seconds, steps=steps, seed=seed, kl_weight=kl_weight, batch_size=batch_size,
+                            lr=lr, test=f"{TEST_DRAW[0]:,} scenes drawn with seed {TEST_DRAW[1]}",
+                            test_psnr_db=round(psnr(reconstructions, test.images), 2),
+                            test_attributes_kept={k: round(kept[k], 4) for k in ("one.all", "two.binding")})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from diffusion_lib import __version__, checkpoints
 from diffusion_lib import data as datasets
+from diffusion_lib.data.emoji import emoji_arrays
 from diffusion_lib.editing import degrade
 from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
@@ -31,21 +32,29 @@ from diffusion_lib.train.config import SHAPES_TEST
 from diffusion_lib.train.runs import StopRequest
 
 
-def load_data(data: dict[str, Any], split: str = "train") -> tuple[torch.Tensor, Any]:
+def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
-    captions); with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
+    captions); for emoji the labels are the categories, or the captions with a [text] table. With ``data.mirror``
+    the training split also holds every image mirrored left to right (after the originals, with the same labels);
+    with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
     root = Path(data["root"]).expanduser()
     name = data["dataset"]
     if name == "shapes":
         n, seed = (data["n_train"], 0) if split == "train" else SHAPES_TEST
         shapes = datasets.captioned_shapes(n, seed, two_object_fraction=data["two_object_fraction"])
         images, labels = shapes.images, shapes.captions
+    elif name == "emoji":
+        emoji = datasets.load_emoji(split, path=emoji_arrays(data["size"], root, progress=True))
+        images, labels = emoji.images, emoji.captions if captions else emoji.category
     elif name == "digits":
         images, labels = datasets.load_digits(split)
     else:
         loader = {"mnist": datasets.load_mnist, "fashion_mnist": datasets.load_fashion_mnist,
                   "cifar10": datasets.load_cifar10}[name]
         images, labels = loader(root, split)
+    if data["mirror"] and split == "train":
+        images = torch.cat([images, images.flip(-1)])
+        labels = labels + labels if isinstance(labels, list) else torch.cat([labels, labels])
     if data["latent"]:
         images = load(data["latent"]).model.encode(images)
     return images, labels
@@ -56,7 +65,7 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
     name = config["model"]["preset"]
     if name not in PRESETS:
         raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
-    images, labels = load_data(config["data"])
+    images, labels = load_data(config["data"], captions="text" in config)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
     if config["data"]["class_conditional"]:
         overrides.setdefault("num_classes", int(labels.max()) + 1)
@@ -157,7 +166,7 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
             return 128 + stop.received
         if rank == 0:
             seconds = trainer.train_seconds  # over every run of a resumed training
-            test_images, test_labels = load_data(config["data"], "test")
+            test_images, test_labels = load_data(config["data"], "test", captions="text" in config)
             export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
                                                    "final_loss": trainer.history[-1] if trainer.history else None},
                             test_data=(test_images, condition(config, model, test_images, test_labels)))

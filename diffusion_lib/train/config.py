@@ -5,17 +5,19 @@ of ``diffusion_lib/configs/``, so the command works after ``pip install`` as in 
 every key is checked before training starts, and an unknown key, a value of the wrong type or out of range, or a
 missing file is a one-line error that names the key and the file::
 
-    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes", root (download cache),
-                class_conditional; for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with
-                seed 1), two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on
-                each image downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an
-                autoencoder (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its
-                latents (latent diffusion; "" = the pixels)
+    [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes" | "emoji", root (download cache),
+                class_conditional (for emoji: the category); mirror = true (also train on every image mirrored left to
+                right); for emoji: size = 32 (shipped) | 64 | 16 (made on first use from the npm packages, downloaded
+                into root); for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1),
+                two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on each image
+                downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
+                (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
+                diffusion; "" = the pixels)
     [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
-    [text]      optional, shapes only: a text-conditioned model (diffusion_lib.models.text) with a text encoder of
-                dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained encoder to start
-                from (a shipped name or a path, see diffusion_lib.recipes.text_encoder; "" = random init) and
-                freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
+    [text]      optional, shapes or emoji (the data with captions): a text-conditioned model (diffusion_lib.models.text)
+                with a text encoder of dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained
+                encoder to start from (a shipped name or a path, see diffusion_lib.recipes.text_encoder; "" = random
+                init) and freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
     [schedule]  name = "linear" | "cosine", T
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
                 amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
@@ -46,12 +48,14 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from diffusion_lib.data.emoji import SIZES
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.models.unet import UNetConfig
 from diffusion_lib.train.trainer import COMPILE_MODES
 
 Schema = dict[str, tuple[tuple[type, ...], Any]]
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes", "emoji")
+CAPTIONED = ("shapes", "emoji")  # the data sets with captions, which a [text] model can learn
 SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
 
 # table -> key -> (accepted types, default); a default of ... means required.
@@ -60,6 +64,8 @@ SCHEMA: dict[str, Schema] = {
         "dataset": ((str,), ...),
         "root": ((str,), "~/.cache/diffusion_lib"),
         "class_conditional": ((bool,), False),
+        "mirror": ((bool,), False),
+        "size": ((int,), 32),
         "n_train": ((int,), 30000),
         "two_object_fraction": ((float, int), 0.5),
         "low_resolution": ((int,), 0),
@@ -87,6 +93,7 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # "none": full precision
 LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_train": (lambda v: v >= 1, "an int >= 1"),
     "data.two_object_fraction": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "data.size": (lambda v: v in SIZES, f"one of {SIZES}"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
     "schedule.T": (lambda v: v >= 1, "an int >= 1"),
     "train.steps": (lambda v: v >= 0, "an int >= 0"),
@@ -205,13 +212,18 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     config["model"] = model
     if config["data"]["dataset"] not in DATASETS:
         raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
-    if "text" in config and config["data"]["dataset"] != "shapes":
-        raise ValueError(f"{path}: a [text] table needs data.dataset = 'shapes' (the data set with captions)")
+    if "text" in config and config["data"]["dataset"] not in CAPTIONED:
+        raise ValueError(f"{path}: a [text] table needs a data set with captions, data.dataset = one of {CAPTIONED}")
     kinds = [k for k, on in (("[text]", "text" in config),
                              ("data.class_conditional", config["data"]["class_conditional"]),
                              ("data.low_resolution", config["data"]["low_resolution"] > 0)) if on]
     if len(kinds) > 1:
         raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
+    if config["data"]["size"] != 32 and config["data"]["dataset"] != "emoji":
+        raise ValueError(f"{path}: data.size is the side of the emoji images; the other data sets have one size")
+    if config["data"]["mirror"] and "text" in config:
+        raise ValueError(f"{path}: data.mirror cannot be combined with [text]: a mirrored image keeps its caption, "
+                         "and 'left arrow' mirrored is a right arrow")
     if config["data"]["latent"] and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
     return config
