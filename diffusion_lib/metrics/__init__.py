@@ -1,6 +1,6 @@
 """Metrics: how far are samples from the data? Plain functions of tensors, with no data sets or networks to load.
 
-Three modules, one idea each; every public name is also importable from here (``from diffusion_lib.metrics import
+Four modules, one idea each; every public name is also importable from here (``from diffusion_lib.metrics import
 psnr``):
 
 - :mod:`diffusion_lib.metrics.point_clouds`, distances between point clouds (N, D) and (M, D), for the 2-D
@@ -10,9 +10,12 @@ psnr``):
   ``class_entropy``, ``within_class_spread``, ``conditional_accuracy``.
 - :mod:`diffusion_lib.metrics.pixels`, distances between images in pixel space: ``nearest_neighbour_distances``,
   ``memorisation_rate``, ``psnr``.
+- ``diffusion_lib.metrics.intervals``, how much any of them would move if the samples were drawn again:
+  ``bootstrap`` (the percentile bootstrap, or half-sampling for FD and KID), returning an ``Interval``.
 
-The evaluation of digits samples against fixed references, with the data and the classifier loaded for you, is
-:func:`diffusion_lib.evaluation.digits.sample_quality`.
+The evaluations of samples against fixed references, with the data and the classifier loaded for you, are
+:func:`diffusion_lib.evaluation.digits.sample_quality` for the digits and
+``diffusion_lib.evaluation.emoji.sample_quality`` for the emoji.
 
 **Devices.** Every function takes tensors on any device, so a chapter that samples on a GPU measures its samples as
 they are. The point-cloud distances compute on the device of ``x`` (``y`` is moved there) and return a tensor there;
@@ -29,10 +32,13 @@ from diffusion_lib.metrics.features import (
     kernel_inception_distance,
     within_class_spread,
 )
+from diffusion_lib.metrics.intervals import Interval, bootstrap
 from diffusion_lib.metrics.pixels import memorisation_rate, nearest_neighbour_distances, psnr
 from diffusion_lib.metrics.point_clouds import mmd_rbf, sliced_wasserstein
 
 __all__ = [
+    "Interval",
+    "bootstrap",
     "class_entropy",
     "class_histogram",
     "conditional_accuracy",
