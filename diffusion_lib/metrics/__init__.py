@@ -10,12 +10,12 @@ psnr``):
   ``class_entropy``, ``within_class_spread``, ``conditional_accuracy``.
 - :mod:`diffusion_lib.metrics.pixels`, distances between images in pixel space: ``nearest_neighbour_distances``,
   ``memorisation_rate``, ``psnr``.
-- ``diffusion_lib.metrics.intervals``, how much any of them would move if the samples were drawn again:
+- :mod:`diffusion_lib.metrics.intervals`, how much any of them would move if the samples were drawn again:
   ``bootstrap`` (the percentile bootstrap, or half-sampling for FD and KID), returning an ``Interval``.
 
 The evaluations of samples against fixed references, with the data and the classifier loaded for you, are
 :func:`diffusion_lib.evaluation.digits.sample_quality` for the digits and
-``diffusion_lib.evaluation.emoji.sample_quality`` for the emoji.
+:func:`diffusion_lib.evaluation.emoji.sample_quality` for the emoji.
 
 **Devices.** Every function takes tensors on any device, so a chapter that samples on a GPU measures its samples as
 they are. The point-cloud distances compute on the device of ``x`` (``y`` is moved there) and return a tensor there;
