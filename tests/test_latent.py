@@ -82,6 +82,23 @@ def test_the_shipped_autoencoder_still_reconstructs_as_its_record_says():
     assert meta["command"] == "python -m diffusion_lib.recipes.autoencoder --out diffusion_lib/pretrained"
 
 
+def test_the_shipped_emoji_autoencoder_reconstructs_unseen_emoji_as_its_record_says():
+    from diffusion_lib.data import load_emoji
+
+    model, _, meta = load("emoji_autoencoder")
+    test = load_emoji("test")
+    z = model.encode(test.images)
+    assert z.shape == (len(test), 4, 8, 8)  # 32x32x3 to 8x8x4: 12 times fewer numbers
+    with torch.no_grad():
+        reconstructions = model.decode(z).clamp(-1, 1)
+    assert psnr(reconstructions, test.images) == pytest.approx(meta["test_psnr_db"], abs=0.01)
+    classifier = load("emoji_classifier").model
+    kept = classifier.predict(reconstructions)["category"] == classifier.predict(test.images)["category"]
+    assert float(kept.float().mean()) == pytest.approx(meta["test_category_kept"], abs=1e-4)
+    assert float(model.encode(load_emoji("train").images).std()) == pytest.approx(1.0, abs=1e-3)
+    assert meta["command"] == "python -m diffusion_lib.recipes.emoji_autoencoder --out diffusion_lib/pretrained"
+
+
 def test_a_latent_config_trains_on_the_autoencoders_latents(tmp_path):
     from diffusion_lib.recipes.diffusion import load_data
     from diffusion_lib.train.config import read_config
@@ -130,3 +147,14 @@ def test_generate_takes_class_ids_for_a_class_conditional_model_and_names_a_bad_
     with pytest.raises(ValueError, match=r"prompts must be captions .* or class ids .*shape \(6,\)\), got a "
                                          r"torch\.int64 tensor of shape \(5,\)"):
         generate(model, schedule, labels[:5], x_T)
+
+
+def test_the_emoji_autoencoder_recipe_gives_the_same_weights_twice_and_records_its_settings():
+    from diffusion_lib.recipes.emoji_autoencoder import CONFIG, train_emoji_autoencoder
+
+    first, _ = train_emoji_autoencoder(2, seed=3)
+    second, record = train_emoji_autoencoder(2, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
+                                                 strict=True))
+    assert record["mirror"] and record["model_config"]["downsamples"] == CONFIG.downsamples == 2
+    assert {"test_psnr_db", "test_category_kept", "scale", "bound", "train_seconds"} <= set(record)
