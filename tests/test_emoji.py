@@ -218,7 +218,29 @@ def test_a_training_config_reads_emoji_with_categories_mirrored_copies_or_captio
     test_images, test_labels = load_data(data, "test")  # the test split is never mirrored
     assert torch.equal(test_images, load_emoji("test").images) and len(test_labels) == len(test_images)
     _, captions = load_data({**data, "mirror": False}, captions=True)
-    assert captions == train.captions
+    assert captions == train.prompts and len(captions) == n
+
+
+def test_prompts_are_the_captions_in_plain_words():
+    assert emoji.prompt_of("family: man, woman, boy") == "family man woman boy"
+    assert emoji.prompt_of("left-pointing magnifying glass") == "left-pointing magnifying glass"
+    prompts = load_emoji("all").prompts
+    assert not any(":" in p or "," in p or "  " in p for p in prompts)
+
+
+def test_a_text_model_of_the_emoji_knows_every_word_of_every_name(tmp_path):
+    from diffusion_lib.recipes.diffusion import build
+    from diffusion_lib.train.config import read_config
+
+    config_file = tmp_path / "emoji_text.toml"
+    config_file.write_text('[data]\ndataset = "emoji"\n[model]\npreset = "emoji"\nch = 8\n'
+                           '[text]\ndim = 16\ndepth = 1\nheads = 2\n[train]\nsteps = 1\n')
+    model, _, images, cond = build(read_config(config_file), torch.device("cpu"))
+    assert images.shape == (len(load_emoji("train")), 3, 32, 32) and cond["ids"].shape[0] == len(images)
+    test_only = {w for p in load_emoji("test").prompts for w in p.split()} - \
+        {w for p in load_emoji("train").prompts for w in p.split()}
+    assert "abacus" in test_only and test_only <= set(model.tokenizer.vocab)
+    model.encode_prompts(load_emoji("test").prompts)  # a held-out emoji's name is a valid prompt
 
 
 def test_other_sizes_are_made_once_from_tarballs_fetched_from_the_registry(tmp_path, monkeypatch):

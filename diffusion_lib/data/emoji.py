@@ -88,6 +88,17 @@ class EmojiSet:
     def __len__(self) -> int:
         return len(self.captions)
 
+    @property
+    def prompts(self) -> list[str]:
+        """The captions as prompts of plain words (:func:`prompt_of`), what a text-conditioned model reads."""
+        return [prompt_of(c) for c in self.captions]
+
+
+def prompt_of(caption: str) -> str:
+    """A caption as plain words for a whitespace tokenizer: the colons and commas of the names dropped
+    ("family: man, woman, boy" → "family man woman boy"; hyphenated words stay whole)."""
+    return " ".join(caption.replace(":", " ").replace(",", " ").split())
+
 
 def check_tarball(path: str | Path, style: str) -> Path:
     """``path`` if its SHA-256 is the one recorded for ``style`` in :data:`PACKAGES`; else ValueError naming both."""

@@ -34,7 +34,8 @@ from diffusion_lib.train.runs import StopRequest
 
 def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
-    captions); for emoji the labels are the categories, or the captions with a [text] table. With ``data.mirror``
+    captions); for emoji the labels are the categories, or with ``captions`` the captions as prompts
+    (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns. With ``data.mirror``
     the training split also holds every image mirrored left to right (after the originals, with the same labels);
     with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
     root = Path(data["root"]).expanduser()
@@ -45,7 +46,7 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
         images, labels = shapes.images, shapes.captions
     elif name == "emoji":
         emoji = datasets.load_emoji(split, path=emoji_arrays(data["size"], root, progress=True))
-        images, labels = emoji.images, emoji.captions if captions else emoji.category
+        images, labels = emoji.images, emoji.prompts if captions else emoji.category
     elif name == "digits":
         images, labels = datasets.load_digits(split)
     else:
@@ -76,7 +77,12 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
         text = dict(config["text"])
         pretrained = text.pop("encoder")
         unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
-        model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(labels).vocab, **text))
+        if config["data"]["dataset"] == "emoji":  # the words of every emoji's name, so that any name can be asked
+            # for (a word only held-out emoji use keeps its initial embedding: no image taught it anything)
+            words = datasets.load_emoji("all", path=emoji_arrays(config["data"]["size"], config["data"]["root"])).prompts
+        else:
+            words = labels
+        model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(words).vocab, **text))
         if pretrained:
             masked_word_model, _, encoder_record = load(pretrained)
             model.load_encoder(masked_word_model.encoder, encoder_record["vocab"])
