@@ -79,7 +79,8 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
         unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
         if config["data"]["dataset"] == "emoji":  # the words of every emoji's name, so that any name can be asked
             # for (a word only held-out emoji use keeps its initial embedding: no image taught it anything)
-            words = datasets.load_emoji("all", path=emoji_arrays(config["data"]["size"], config["data"]["root"])).prompts
+            every = datasets.load_emoji("all", path=emoji_arrays(config["data"]["size"], config["data"]["root"]))
+            words = every.prompts
         else:
             words = labels
         model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(words).vocab, **text))
