@@ -263,3 +263,27 @@ def test_other_sizes_are_made_once_from_tarballs_fetched_from_the_registry(tmp_p
     assert emoji.emoji_arrays(16, tmp_path / "cache") == path and path.stat().st_mtime_ns == stamp  # made once
     with pytest.raises(ValueError, match=r"size must be one of \(16, 32, 64\), got 48"):
         emoji.emoji_arrays(48, tmp_path / "cache")
+
+
+def test_held_out_names_leave_the_training_split_in_both_styles(tmp_path):
+    from diffusion_lib.recipes.diffusion import load_data
+    from diffusion_lib.train.config import read_config
+
+    config_file = tmp_path / "emoji.toml"
+    config_file.write_text('[data]\ndataset = "emoji"\nhold_out = ["green heart", "large red square"]\n'
+                           '[model]\npreset = "emoji"\n[train]\nsteps = 1\n')
+    data = read_config(config_file)["data"]
+    train = load_emoji("train")
+    images, prompts = load_data(data, captions=True)
+    assert len(prompts) == len(train) - 4 and "green heart" not in prompts and "large red square" not in prompts
+    kept = [i for i, p in enumerate(train.prompts) if p not in ("green heart", "large red square")]
+    assert torch.equal(images, train.images[kept])
+    assert len(load_data(data, "test")[0]) == len(load_emoji("test"))  # the test split is untouched
+    with pytest.raises(ValueError, match=r"data\.hold_out: \['large purple circle'\] are not names of training"):
+        load_data({**data, "hold_out": ["large purple circle"]})  # a test emoji: never trained on anyway
+    config_file.write_text(config_file.read_text().replace('"emoji"\n', '"digits"\n', 1))
+    with pytest.raises(ValueError, match=r"data\.hold_out names emoji to keep out of training"):
+        read_config(config_file)
+    config_file.write_text(config_file.read_text().replace('"digits"\n', '"emoji"\n', 1).replace('"green heart"', "3"))
+    with pytest.raises(ValueError, match=r"data\.hold_out must be a list of emoji names"):
+        read_config(config_file)

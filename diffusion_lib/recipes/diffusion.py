@@ -35,7 +35,8 @@ from diffusion_lib.train.runs import StopRequest
 def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
     captions); for emoji the labels are the categories, or with ``captions`` the captions as prompts
-    (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns. With ``data.mirror``
+    (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns; ``data.hold_out`` names emoji
+    taken out of the training split (to ask for them as new compositions). With ``data.mirror``
     the training split also holds every image mirrored left to right (after the originals, with the same labels);
     with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
     root = Path(data["root"]).expanduser()
@@ -47,6 +48,14 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     elif name == "emoji":
         emoji = datasets.load_emoji(split, path=emoji_arrays(data["size"], root, progress=True))
         images, labels = emoji.images, emoji.prompts if captions else emoji.category
+        if split == "train" and data["hold_out"]:
+            unknown = sorted(set(data["hold_out"]) - set(emoji.prompts))
+            if unknown:
+                raise ValueError(f"data.hold_out: {unknown} are not names of training emoji (as prompts: lower case, "
+                                 "no colons or commas)")
+            kept = [i for i, prompt in enumerate(emoji.prompts) if prompt not in data["hold_out"]]
+            images = images[kept]
+            labels = [labels[i] for i in kept] if captions else labels[kept]
     elif name == "digits":
         images, labels = datasets.load_digits(split)
     else:

@@ -8,7 +8,8 @@ missing file is a one-line error that names the key and the file::
     [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes" | "emoji", root (download cache),
                 class_conditional (for emoji: the category); mirror = true (also train on every image mirrored left to
                 right); for emoji: size = 32 (shipped) | 64 | 16 (made on first use from the npm packages, downloaded
-                into root); for shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1),
+                into root), hold_out = a list of emoji names (as prompts) kept out of training, to test composition; for
+                shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1),
                 two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on each image
                 downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
                 (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
@@ -70,6 +71,7 @@ SCHEMA: dict[str, Schema] = {
         "two_object_fraction": ((float, int), 0.5),
         "low_resolution": ((int,), 0),
         "latent": ((str,), ""),
+        "hold_out": ((list,), []),
     },
     "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
     "train": {
@@ -94,6 +96,7 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_train": (lambda v: v >= 1, "an int >= 1"),
     "data.two_object_fraction": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "data.size": (lambda v: v in SIZES, f"one of {SIZES}"),
+    "data.hold_out": (lambda v: all(isinstance(p, str) and p for p in v), "a list of emoji names (non-empty strings)"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
     "schedule.T": (lambda v: v >= 1, "an int >= 1"),
     "train.steps": (lambda v: v >= 0, "an int >= 0"),
@@ -219,6 +222,8 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
                              ("data.low_resolution", config["data"]["low_resolution"] > 0)) if on]
     if len(kinds) > 1:
         raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
+    if config["data"]["hold_out"] and config["data"]["dataset"] != "emoji":
+        raise ValueError(f"{path}: data.hold_out names emoji to keep out of training; it needs data.dataset = 'emoji'")
     if config["data"]["size"] != 32 and config["data"]["dataset"] != "emoji":
         raise ValueError(f"{path}: data.size is the side of the emoji images; the other data sets have one size")
     if config["data"]["mirror"] and "text" in config:
