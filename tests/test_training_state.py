@@ -320,8 +320,9 @@ def test_the_shipped_configs_are_valid():
     names = sorted(p.name for p in root.glob("*.toml"))
     families = ["digits_autoregressive.toml", "digits_gan.toml", "digits_vae.toml"]
     assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "emoji.toml", "emoji64.toml",
-                            "emoji_latent.toml", "mnist.toml", "shapes_latent.toml", "shapes_pooled.toml",
-                            "shapes_sr.toml", "shapes_text.toml", "shapes_text_frozen.toml", *families])
+                            "emoji_latent.toml", "emoji_text.toml", "mnist.toml", "shapes_latent.toml",
+                            "shapes_pooled.toml", "shapes_sr.toml", "shapes_text.toml", "shapes_text_frozen.toml",
+                            *families])
     for name in names:
         config = (read_family_config if name in families else read_config)(root / name)
         if "model" in config:  # the model it names can be built: its preset and overrides fit together
