@@ -8,4 +8,6 @@ the real references and the classifier themselves, so one call scores a set of s
   emoji samples, with intervals (``sample_quality``), and the floor of held-out real emoji at the same count
   (``real_floor``), quoted at ``SAMPLE_COUNT`` = 328; ``nearest_training`` for showing a sample beside its nearest
   training emoji.
+- ``diffusion_lib.evaluation.emoji_compositions``: the colour and shape of hearts, circles and squares, read off
+  pixels, for asking a text-to-emoji model for compositions it never saw.
 """
