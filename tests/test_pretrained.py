@@ -42,7 +42,7 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
 
 def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
     names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
-    assert len(names) == 16
+    assert len(names) == 17
     for name in names:
         model, schedule, record = load(name)
         assert type(model).__name__ == record["model_class"] and not model.training, name
@@ -79,7 +79,7 @@ def test_a_record_that_names_no_known_model_class_is_refused_by_name(tmp_path):
 
 
 SHIPPED_DENOISERS = ("digits", "digits_class", "shapes_text", "shapes_pooled", "shapes_sr", "shapes_text_frozen",
-                     "shapes_latent")
+                     "shapes_latent", "emoji_latent")
 
 
 @pytest.mark.parametrize("name", SHIPPED_DENOISERS)
@@ -115,6 +115,25 @@ def test_guidance_makes_the_shipped_digits_model_draw_the_requested_class():
                                  clip_x0=1.0)
             accuracy[scale] = conditional_accuracy(classifier(images).argmax(1), requested)
     assert accuracy[3.0] >= 0.97 and accuracy[0.0] <= 0.25, accuracy
+
+
+def test_guidance_makes_the_shipped_emoji_model_draw_the_requested_category():
+    """Measured here: 8 samples of each category, DPM-Solver++ 20 steps, read by the emoji classifier: 0.078 of the
+    unconditional samples (the null class) show the category they are scored against, 0.656 at guidance 4. The
+    benchmark (328 samples in the test split's mix of categories): 0.838 [0.799, 0.881] at guidance 4."""
+    from diffusion_lib.pipelines import generate
+
+    model, schedule, meta = load("emoji_latent")
+    autoencoder = load(meta["config"]["data"]["latent"]).model
+    classifier = load("emoji_classifier").model
+    requested = torch.arange(8).repeat_interleave(8)
+    x_T = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    accuracy = {}
+    for scale, labels in ((0.0, torch.full_like(requested, model.null_class)), (4.0, requested)):
+        images = generate(model, schedule, labels, x_T, guidance=max(scale, 1.0), steps=20, autoencoder=autoencoder)
+        assert images.shape == (64, 3, 32, 32) and float(images.abs().max()) <= 1.0
+        accuracy[scale] = float((classifier.predict(images)["category"] == requested).float().mean())
+    assert accuracy[4.0] >= 0.5 and accuracy[0.0] <= 0.25, accuracy
 
 
 def test_the_shipped_super_resolution_model_recovers_the_shapes_that_interpolation_blurs():
