@@ -1,7 +1,9 @@
-"""The first cell of every chapter: seeds, device, budget and figure style in one call.
+"""The first cell of every chapter: seeds, device, budget and figure style in one call; and :func:`glue`, which
+hands a computed number to the chapter's prose.
 
-    from diffusion_lib.notebook import setup
+    from diffusion_lib.notebook import glue, setup
     budget = setup()            # quick on a CPU, full on a CUDA GPU; DIFFUSION_BUDGET=quick|full overrides
+    glue("fd", 174.3017)        # the prose writes {glue:text}`fd:.0f` and the page shows 174
 
 A chapter reads every size it uses (how many points, images, steps) from the returned :class:`Budget`, so that one
 switch decides whether it runs in a minute on a laptop or trains the real thing on a GPU.
@@ -20,6 +22,7 @@ import torch
 from diffusion_lib.checks import check_int
 
 BUDGET_ENV = "DIFFUSION_BUDGET"
+GLUE_PREFIX = "application/papermill.record/"  # the mime prefix under which myst-nb finds a glued value
 
 
 @dataclass(frozen=True)
@@ -114,3 +117,29 @@ def _set_figure_style() -> None:
         "image.cmap": "gray",
         "animation.embed_limit": 20.0,
     })
+
+
+def glue(name: str, value: int | float, digits: int = 4) -> None:
+    """Store ``value`` in the cell's outputs under ``name``, for the prose: ``{glue:text}`name:.1f``` in a markdown
+    cell of the same notebook shows it on the built page (myst-nb's glue; myst-nb need not be installed where the
+    notebook runs, e.g. Colab). Nothing is shown in the notebook itself.
+
+    The stored text is what nbval compares when it re-runs the chapter, so a number quoted in the prose is checked
+    like any printed output. Floats are stored to ``digits`` significant digits, so that the last bits of a
+    computation, which may differ between machines, do not fail the comparison.
+
+    Args:
+        name: a Python identifier, unique in the notebook.
+        value: an int or a finite float (not a bool).
+        digits: significant digits of a float, >= 1.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Python identifier (what the prose's {{glue:text}} role names), got {name!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"value must be an int or a finite float, got {value!r}")
+    check_int("digits", digits, low=1)
+    text = repr(value) if isinstance(value, int) else repr(float(f"{value:.{digits}g}"))
+    from IPython.display import display  # only in a kernel, where IPython always is
+
+    display({GLUE_PREFIX + "text/plain": text}, raw=True,
+            metadata={"scrapbook": {"name": name, "mime_prefix": GLUE_PREFIX}})

@@ -49,6 +49,20 @@ def test_the_repository_url_is_the_same_everywhere():
             assert url == REPOSITORY, f"{path.name} names {url}, _config.yml names {REPOSITORY}"
 
 
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`([A-Za-z_]\w*)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_glued_number_in_the_prose_is_stored_in_an_output_and_every_stored_one_is_quoted(path):
+    """A {glue:text}`name` role with no stored value renders as nothing, and the build does not notice."""
+    cells = _cells(path)
+    quoted = {m for c in cells if c["cell_type"] == "markdown" for m in GLUE_ROLE.findall("".join(c["source"]))}
+    stored = {o["metadata"]["scrapbook"]["name"] for c in cells if c["cell_type"] == "code"
+              for o in c["outputs"] if "scrapbook" in o.get("metadata", {})}
+    assert quoted <= stored, f"quoted but never glued: {sorted(quoted - stored)}"
+    assert stored <= quoted, f"glued but never quoted: {sorted(stored - quoted)}"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_outputs_hold_no_errors_and_every_cell_ran(path):
     for cell in _cells(path):

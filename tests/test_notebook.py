@@ -1,4 +1,4 @@
-"""setup(): budget choice, seeding, device report, bad input."""
+"""setup(): budget choice, seeding, device report, bad input; glue(): what the prose of a page reads."""
 
 import random
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_lib.notebook import BUDGETS, Budget, setup
+from diffusion_lib.notebook import BUDGETS, GLUE_PREFIX, Budget, glue, setup
 
 
 @pytest.fixture(autouse=True)
@@ -80,3 +80,28 @@ def test_setup_sets_the_figure_style():
     setup(verbose=False)
     assert mpl.rcParams["axes.spines.top"] is False
     assert mpl.rcParams["figure.facecolor"] == "white"
+
+
+def test_glue_stores_the_value_where_myst_nb_reads_it_and_rounds_floats(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *args, **kwargs: shown.append((args, kwargs)))
+    glue("fd", 174.301734)
+    glue("count", 3272)
+    glue("psnr", 25.86, digits=2)
+    bundles = [args[0] for args, _ in shown]
+    assert bundles == [{GLUE_PREFIX + "text/plain": "174.3"}, {GLUE_PREFIX + "text/plain": "3272"},
+                       {GLUE_PREFIX + "text/plain": "26.0"}]
+    assert [kwargs["metadata"]["scrapbook"] for _, kwargs in shown] == [
+        {"name": n, "mime_prefix": GLUE_PREFIX} for n in ("fd", "count", "psnr")]
+    assert all(kwargs["raw"] for _, kwargs in shown)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("two words", 1, "name must be a Python identifier"),
+    ("fd", True, "value must be an int or a finite float"),
+    ("fd", float("nan"), "value must be an int or a finite float"),
+    ("fd", "174", "value must be an int or a finite float"),
+])
+def test_glue_rejects_bad_names_and_values(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        glue(name, value)
