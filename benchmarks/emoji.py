@@ -1,17 +1,27 @@
 """The shipped emoji models, measured against the floor of held-out real emoji at the same count.
 
-    python benchmarks/emoji.py measure [MODEL ...]   # -> diffusion_lib/pretrained/results/emoji.json
-    python benchmarks/emoji.py table                 # print the stored results as markdown
+    python benchmarks/emoji.py measure [MODEL ...]       # -> diffusion_lib/pretrained/results/emoji.json
+    python benchmarks/emoji.py compositions [MODEL ...]  # the text model's colour-shape prompts, into the same file
+    python benchmarks/emoji.py table                     # print the stored results as markdown
 
-For each model (default: ``emoji_latent``): 328 samples (:data:`diffusion_lib.evaluation.emoji.SAMPLE_COUNT`, the
-size of the test split) whose requested categories are those of the 328 held-out real emoji, so that samples and
-floor have the same mix of categories; DPM-Solver++(2M) 20 steps from x_T seeded 0, at guidance scales 0 (the
-unconditional model: the null class), 1 (the conditional model), 2 and 4. Each set is scored by
+``measure``, for each model (default: ``emoji_latent`` and ``emoji_text``): 328 samples
+(:data:`diffusion_lib.evaluation.emoji.SAMPLE_COUNT`, the size of the test split) that ask for the 328 held-out real
+emoji (by category for the class model, by name for the text model), so that samples and floor have the same mix of
+categories; DPM-Solver++(2M) 20 steps from x_T seeded 0, at guidance scales 0 (the unconditional model: the null
+class or the empty caption), 1 (the conditional model), 2 and 4. Each set is scored by
 :func:`diffusion_lib.evaluation.emoji.sample_quality` (FD and KID against the 2,944 training emoji's classifier
 features, with half-sample intervals; memorisation in pixels and in features and the requested category's accuracy,
 with percentile-bootstrap intervals; 200 resamples, level 0.95), beside
 :func:`~diffusion_lib.evaluation.emoji.real_floor`. The seconds per image (sampling and decoding, on the threads
 the machine gives) are recorded too.
+
+``compositions``, for a text model (default ``emoji_text``): the 20 colour-shape names of
+:func:`diffusion_lib.evaluation.emoji_compositions.composition_prompts` ("green heart", "large purple circle"),
+16 samples each at guidance 1, 2, 4 and 7, read by
+:func:`~diffusion_lib.evaluation.emoji_compositions.read_colour_and_shape` and grouped by what the model saw of
+them: trained on, held out of training by the config's ``data.hold_out``, or in the test split (never trained on
+either). For each group the fractions with the right colour, the right shape and both, with percentile-bootstrap
+intervals over the samples (200 resamples, level 0.95); chance is 1/7, 1/3 and 1/21.
 """
 
 from __future__ import annotations
@@ -26,13 +36,17 @@ from record import SHIPPED_RESULTS, machine, write_json
 
 from diffusion_lib.data import load_emoji
 from diffusion_lib.evaluation.emoji import SAMPLE_COUNT, emoji_reference, real_floor, sample_quality
+from diffusion_lib.evaluation.emoji_compositions import COLOURS, SHAPES, composition_prompts, read_colour_and_shape
+from diffusion_lib.metrics.intervals import bootstrap
 from diffusion_lib.pipelines import generate
 from diffusion_lib.pretrained import load
 
 RESULTS = SHIPPED_RESULTS / "emoji.json"
 SCALES = (0.0, 1.0, 2.0, 4.0)
 STEPS = 20
-MODELS = ("emoji_latent",)
+MODELS = ("emoji_latent", "emoji_text")
+COMPOSITION_SCALES = (1.0, 2.0, 4.0, 7.0)
+PER_PROMPT = 16
 
 
 def plain(result: dict) -> dict:
@@ -48,36 +62,88 @@ def plain(result: dict) -> dict:
     return out
 
 
-def samples_of(name: str, requested: torch.Tensor, scale: float) -> tuple[torch.Tensor, float]:
-    """(SAMPLE_COUNT images of the model ``name`` at guidance ``scale``, seconds per image)."""
+def load_with_autoencoder(name: str):
+    """(model, schedule, the autoencoder of its latents or None, record) of the shipped model ``name``."""
     model, schedule, record = load(name)
     latent = record["config"]["data"]["latent"]
-    autoencoder = load(latent).model if latent else None
-    side = model.config.image_size
-    x_T = torch.randn(len(requested), model.config.in_channels, side, side, generator=torch.Generator().manual_seed(0))
-    labels = requested if scale > 0 else torch.full_like(requested, model.null_class)  # w = 0: unconditional
+    return model, schedule, load(latent).model if latent else None, record
+
+
+def noise_like(model, n: int, seed: int) -> torch.Tensor:
+    """x_T (n, C, S, S) for ``model`` (a UNet or a TextConditionedUNet), drawn from a generator seeded ``seed``."""
+    unet = model.unet.config if hasattr(model, "encode_prompts") else model.config
+    side = unet.image_size
+    return torch.randn(n, unet.in_channels, side, side, generator=torch.Generator().manual_seed(seed))
+
+
+def samples_of(name: str, test, scale: float) -> tuple[torch.Tensor, float]:
+    """(SAMPLE_COUNT images of the model ``name`` at guidance ``scale``, asking for the emoji of ``test``, by name
+    for a text model and by category otherwise; seconds per image)."""
+    model, schedule, autoencoder, _ = load_with_autoencoder(name)
+    x_T = noise_like(model, len(test), seed=0)
+    if hasattr(model, "encode_prompts"):
+        asked = test.prompts if scale > 0 else [""] * len(test)                  # w = 0: the empty caption
+    else:
+        asked = test.category if scale > 0 else torch.full_like(test.category, model.null_class)  # the null class
     start = time.perf_counter()
-    images = generate(model, schedule, labels, x_T, guidance=max(scale, 1.0), steps=STEPS, autoencoder=autoencoder)
-    return images, (time.perf_counter() - start) / len(requested)
+    images = generate(model, schedule, asked, x_T, guidance=max(scale, 1.0), steps=STEPS, autoencoder=autoencoder)
+    return images, (time.perf_counter() - start) / len(test)
 
 
 def measure(names: list[str]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     reference = emoji_reference()
-    requested = load_emoji("test").category
+    test = load_emoji("test")
+    requested = test.category
     assert len(requested) == SAMPLE_COUNT
     results["floor"] = plain(real_floor(reference=reference))
     for name in names:
         rows = []
         for scale in SCALES:
-            images, seconds = samples_of(name, requested, scale)
+            images, seconds = samples_of(name, test, scale)
             quality = sample_quality(images, requested_category=requested if scale > 0 else None,
                                      reference=reference)
             rows.append({"guidance": scale, "seconds_per_image": round(seconds, 4), **plain(quality)})
             print(name, scale, {k: str(v) for k, v in quality.items() if k in ("fd", "memorisation_pixels",
                                                                               "conditional_accuracy")}, flush=True)
-        results[name] = {"rows": rows, "steps": STEPS, "sampler": "DPM-Solver++(2M)"}
+        results.setdefault(name, {}).update(rows=rows, steps=STEPS, sampler="DPM-Solver++(2M)")
     results["machine"] = machine(description="a 2-core CPU")
+    write_json(RESULTS, results)
+
+
+def compositions(names: list[str]) -> None:
+    results = json.loads(RESULTS.read_text())
+    test_names = set(load_emoji("test").prompts)
+    for name in names:
+        model, schedule, autoencoder, record = load_with_autoencoder(name)
+        held_out = set(record["config"]["data"]["hold_out"])
+        family = composition_prompts()
+        prompts = [p for p, _, _ in family for _ in range(PER_PROMPT)]
+        colours = torch.tensor([COLOURS.index(c) for _, c, _ in family]).repeat_interleave(PER_PROMPT)
+        shapes = torch.tensor([SHAPES.index(s) for _, _, s in family]).repeat_interleave(PER_PROMPT)
+        group_of = {p: "held out" if p in held_out else "test split" if p in test_names else "trained"
+                    for p, _, _ in family}
+        rows = []
+        for scale in COMPOSITION_SCALES:
+            images = generate(model, schedule, prompts, noise_like(model, len(prompts), seed=1), guidance=scale,
+                              steps=STEPS, autoencoder=autoencoder)
+            read = read_colour_and_shape(images)
+            hits = torch.stack([read["colour"] == colours, read["shape"] == shapes], 1).double()  # (N, 2)
+            hits = torch.cat([hits, hits.prod(1, keepdim=True)], 1)                               # (N, 3): + both
+            groups = {}
+            for group in ("trained", "held out", "test split"):
+                rows_in = torch.tensor([group_of[p] == group for p in prompts])
+                groups[group] = {"prompts": sorted({p for p in prompts if group_of[p] == group})}
+                for k, what in enumerate(("colour", "shape", "both")):
+                    interval = bootstrap(lambda h: h.mean(), hits[rows_in, k])
+                    groups[group][what] = {"value": interval.value, "low": interval.low, "high": interval.high}
+            per_prompt = {p: round(float(hits[i * PER_PROMPT:(i + 1) * PER_PROMPT, 2].mean()), 4)
+                          for i, (p, _, _) in enumerate(family)}
+            rows.append({"guidance": scale, "groups": groups, "both_per_prompt": per_prompt})
+            print(name, scale, {g: round(v["both"]["value"], 3) for g, v in groups.items()}, flush=True)
+        results.setdefault(name, {})["compositions"] = {
+            "rows": rows, "per_prompt": PER_PROMPT, "steps": STEPS, "sampler": "DPM-Solver++(2M)",
+            "chance": {"colour": 1 / len(COLOURS), "shape": 1 / len(SHAPES), "both": 1 / (len(COLOURS) * len(SHAPES))}}
     write_json(RESULTS, results)
 
 
@@ -98,14 +164,31 @@ def table() -> None:
             print(f"| `{name}`, guidance {row['guidance']:g} | {cell(row['fd'])} | {cell(row['kid'])} | "
                   f"{cell(row['memorisation_pixels'])} | {cell(row['memorisation_features'])} | "
                   f"{cell(row.get('conditional_accuracy'))} |")
+    for name in MODELS:
+        found = results.get(name, {}).get("compositions")
+        if not found:
+            continue
+        print(f"\n`{name}`, {found['per_prompt']} samples per colour-shape name; both right (chance "
+              f"{found['chance']['both']:.3f}):\n")
+        groups = list(found["rows"][0]["groups"])
+        print("| guidance | " + " | ".join(f"{g} ({len(found['rows'][0]['groups'][g]['prompts'])} names)"
+                                          for g in groups) + " |")
+        print("| --- |" + " --- |" * len(groups))
+        for row in found["rows"]:
+            print(f"| {row['guidance']:g} | " + " | ".join(cell(row["groups"][g]["both"]) for g in groups) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("measure", "table"))
-    parser.add_argument("models", nargs="*", default=list(MODELS))
+    parser.add_argument("what", choices=("measure", "compositions", "table"))
+    parser.add_argument("models", nargs="*")
     args = parser.parse_args()
-    measure(args.models) if args.what == "measure" else table()
+    if args.what == "measure":
+        measure(args.models or list(MODELS))
+    elif args.what == "compositions":
+        compositions(args.models or ["emoji_text"])
+    else:
+        table()
 
 
 if __name__ == "__main__":

@@ -41,9 +41,12 @@ def execute(path: Path, timeout: int = 600) -> tuple[nbformat.NotebookNode, floa
     """``path`` executed top to bottom in a fresh kernel (not written): (the notebook, the seconds it took)."""
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    # no per-cell timestamps: they would rewrite every cell's metadata on every refresh
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
     return notebook, time.perf_counter() - start
 
 

@@ -64,6 +64,14 @@ def test_every_glued_number_in_the_prose_is_stored_in_an_output_and_every_stored
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_notebooks_carry_no_execution_timestamps(path):
+    """nbclient's per-cell timestamps would rewrite every cell's metadata on each refresh (refresh_notebooks.py
+    does not record them)."""
+    stamped = [i for i, cell in enumerate(_cells(path)) if "execution" in cell["metadata"]]
+    assert not stamped, f"cells {stamped} carry execution timestamps"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_outputs_hold_no_errors_and_every_cell_ran(path):
     for cell in _cells(path):
         if cell["cell_type"] != "code":
@@ -179,6 +187,27 @@ def test_the_figure_check_tolerates_a_few_edge_pixels_and_catches_a_changed_plot
     moved[45:65, 20:180] = 0  # the bar moved by 5 pixels: 1,600 pixels (8%) changed
     assert refresh.figure_difference(_png(image), _png(moved)) == "8.00% of the pixels changed"
     assert refresh.figure_difference(_png(image), _png(image[:90])) == "size 200x100 is now 200x90"
+
+
+def test_the_landing_page_opens_with_the_emoji_cover_and_the_cover_is_what_its_script_draws_now():
+    """The cover is drawn by scripts/emoji_cover.py from the shipped text-to-emoji model; like a notebook's figures
+    (which refresh_notebooks.py --check compares), it must still be what the code draws."""
+    import importlib.util
+    import io
+
+    intro = (ROOT / "book" / "intro.md").read_text()
+    first_figure = re.search(r"```\{figure\} (\S+)", intro).group(1)
+    assert first_figure == "images/emoji_cover.png"
+    assert intro.index(first_figure) < intro.index("\n## ")  # before the first section
+    spec = importlib.util.spec_from_file_location("emoji_cover", ROOT / "scripts" / "emoji_cover.py")
+    cover = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cover)
+    buffer = io.BytesIO()
+    cover.draw().savefig(buffer, format="png", dpi=cover.DPI, facecolor="white")
+    stored = (ROOT / "book" / "images" / "emoji_cover.png").read_bytes()
+    assert _refresh_script().figure_difference(stored, buffer.getvalue()) is None
+    for prompt in ("green heart", "large yellow circle", "large red square"):
+        assert prompt in intro  # the alt text names the held-out prompts the figure marks
 
 
 def test_timing_runs_each_notebook_in_the_budget_asked_for_and_names_a_failing_one(tmp_path, capsys):
