@@ -6,6 +6,7 @@ back to the CPU itself, so a chapter that samples on ``budget.device`` passes it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -222,6 +223,22 @@ def _device_of(denoiser) -> torch.device:
     return torch.device("cpu")
 
 
+# matplotlib's player draws its buttons with Font Awesome icons, which it links from a CDN; an offline page (the
+# built site read without a network) showed empty buttons. These rules draw the same icons as text instead.
+PLAYER_ICONS = """<style>
+.animation .fa { font-style: normal; font-family: "DejaVu Sans", sans-serif; letter-spacing: -0.1em; }
+.animation .fa-minus:before { content: "\\2212"; }
+.animation .fa-plus:before { content: "+"; }
+.animation .fa-play:before { content: "\\25B6\\FE0E"; }
+.animation .fa-pause:before { content: "\\275A\\275A"; }
+.animation .fa-step-forward:before { content: "\\25B6\\FE0E|"; }
+.animation .fa-step-backward:before { content: "|\\25C0\\FE0E"; }
+.animation .fa-fast-forward:before { content: "\\25B6\\FE0E\\25B6\\FE0E|"; }
+.animation .fa-fast-backward:before { content: "|\\25C0\\FE0E\\25C0\\FE0E"; }
+.animation .fa-flip-horizontal { display: inline-block; transform: scaleX(-1); }
+</style>"""
+
+
 def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, interval: int = 120):
     """An animation of image grids as self-contained HTML/JavaScript that plays in Jupyter, Colab and a static site.
 
@@ -231,8 +248,9 @@ def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, 
         interval: milliseconds between frames.
 
     Returns:
-        ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG); IPython is a
-        dependency of the library, so this works outside Jupyter too.
+        ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG), its buttons'
+        icons drawn by :data:`PLAYER_ICONS` so that nothing is fetched from the network; IPython is a dependency of
+        the library, so this works outside Jupyter too.
     """
     from IPython.display import HTML  # here, not at the top: IPython takes a second to import, only animations need it
 
@@ -253,4 +271,4 @@ def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, 
     player = animation.FuncAnimation(fig, draw, frames=len(grids), interval=interval, blit=False)
     html = player.to_jshtml(default_mode="loop")
     plt.close(fig)
-    return HTML(html)
+    return HTML(re.sub(r'<link rel="stylesheet"\s+href="[^"]*font-awesome[^"]*">', lambda _: PLAYER_ICONS, html))

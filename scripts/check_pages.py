@@ -8,11 +8,13 @@ work offline (MathJax is served with the site), and, once MathJax has typeset it
 
 - an error in an output: a traceback or error cell, or the words "Traceback (most recent call last)";
 - an image that did not load (every <img> of the article must have decoded, with a non-zero width);
-- math that did not render: a `.math` element without MathJax's output inside, or a MathJax error;
+- math that did not render: a `.math` element without MathJax's output inside, a MathJax error, or TeX left as
+  text in the page (``$$``, ``\\mathrm``, ``\\frac`` or ``\\operatorname`` outside MathJax's output and code), which
+  is what Markdown leaves of display math it did not recognise, e.g. inside a list item;
 - an animation missing: fewer playable animations (matplotlib's JavaScript player, with its first frame loaded) than
   the chapter's notebook stores;
-- a request for a file of the site that failed (blocked requests to other hosts are listed as warnings: matplotlib's
-  animation player asks a CDN for its button icons, which readers online get and the page does without);
+- a request for a file of the site that failed, or any request that would leave the site (for a font, a script, an
+  icon): a page read offline must look as it does online;
 - an internal link to a page or file of the site that does not exist;
 - a chapter whose Colab launch button or "Open this chapter in Colab" link does not point at its own notebook in the
   repository named in _config.yml.
@@ -61,6 +63,15 @@ INSPECT = """async () => {
       const frame = a.querySelector("img");
       return frame && frame.complete && frame.naturalWidth > 0;
     }).length,
+    raw_tex: (() => {
+      const copy = article.cloneNode(true);
+      copy.querySelectorAll("mjx-container, script, style, pre, code, .highlight").forEach(e => e.remove());
+      const text = copy.textContent;
+      return ["$$", "\\\\mathrm", "\\\\frac", "\\\\operatorname"].filter(s => text.includes(s)).map(s => {
+        const at = text.indexOf(s);
+        return text.slice(Math.max(0, at - 40), at + 40).replace(/\\s+/g, " ");
+      });
+    })(),
     colab_links: Array.from(document.querySelectorAll("a[href*='colab.research.google.com']")).map(a => a.href),
     local_links: Array.from(document.querySelectorAll("a[href]")).map(a => a.href).filter(h => h.startsWith("file:")),
   };
@@ -114,9 +125,13 @@ def check(page: Path, browser, repo: str, branch: str) -> dict:
     expected = stored_animations(page)
     if expected and found["animations"] < expected:
         problems.append(f"{expected - found['animations']} of {expected} animations missing or without a frame")
+    if found["raw_tex"]:
+        problems.append(f"TeX shown as text, not typeset: {found['raw_tex'][:3]}")
     failed = [url for url in failed if url not in left]
     if failed:
         problems.append(f"{len(failed)} requests failed: {failed[:3]}")
+    if left:
+        problems.append(f"{len(set(left))} requests to leave the site (blocked): {sorted(set(left))[:3]}")
     if expected is not None:
         notebook = page.relative_to(SITE).with_suffix(".ipynb").as_posix()
         colab = f"https://colab.research.google.com/github/{repo}/blob/{branch}/{notebook}"
@@ -131,7 +146,7 @@ def check(page: Path, browser, repo: str, branch: str) -> dict:
     found.pop("colab_links")
     found.pop("broken_images")
     return {"page": str(page.relative_to(SITE)), **found, "animations_stored": expected,
-            "seconds": round(seconds, 2), "problems": problems, "blocked_requests": sorted(set(left))}
+            "seconds": round(seconds, 2), "problems": problems}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,8 +172,6 @@ def main(argv: list[str] | None = None) -> int:
               f"animations {r['animations']}  {r['seconds']:.1f} s")
         for problem in r["problems"]:
             print(f"       {problem}")
-        for url in r["blocked_requests"]:
-            print(f"       (warning) blocked a request to {url}")
     (SHOTS / "report.json").write_text(json.dumps({"pages": records, "seconds": round(seconds, 1)}, indent=1) + "\n")
     bad = sum(bool(r["problems"]) for r in records)
     print(f"{len(records)} pages checked in {seconds:.0f} s, {bad} failing; screenshots in {SHOTS}")

@@ -1,5 +1,7 @@
 """Figure helpers: array shapes and value ranges, and their input checks."""
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -62,3 +64,12 @@ def test_animation_is_self_contained_html_with_every_frame():
     html = animate_images(torch.zeros(4, 2, 1, 8, 8), [f"frame {i}" for i in range(4)]).data
     assert html.count("data:image/png;base64,") == 4
     assert "<script" in html and "http" not in html.split("<script", 1)[1].split("</script>", 1)[0]
+
+
+def test_animation_fetches_nothing_and_draws_every_button_icon_itself():
+    html = animate_images(torch.zeros(2, 2, 1, 8, 8), ["a", "b"]).data
+    assert "://" not in html and "<link" not in html  # matplotlib's player links Font Awesome from a CDN
+    icons = set(re.findall(r'class="fa (fa-[a-z-]+)', html))
+    assert {"fa-play", "fa-pause", "fa-step-forward", "fa-fast-backward"} <= icons
+    for icon in icons:
+        assert re.search(rf"\.animation \.{icon}:before \{{ content: \"[^\"]+\"; \}}", html), icon
