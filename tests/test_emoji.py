@@ -287,3 +287,35 @@ def test_held_out_names_leave_the_training_split_in_both_styles(tmp_path):
     config_file.write_text(config_file.read_text().replace('"digits"\n', '"emoji"\n', 1).replace('"green heart"', "3"))
     with pytest.raises(ValueError, match=r"data\.hold_out must be a list of emoji names"):
         read_config(config_file)
+
+
+def test_repeated_names_appear_repeat_times_in_training_and_the_config_checks_them(tmp_path):
+    from diffusion_lib.recipes.diffusion import load_data
+    from diffusion_lib.train.config import read_config
+
+    config_file = tmp_path / "emoji.toml"
+    header = '[data]\ndataset = "emoji"\nhold_out = ["green heart"]\n'
+    config_file.write_text(header + 'repeat = 3\nrepeat_names = ["blue heart", "large red circle"]\n'
+                           '[model]\npreset = "emoji"\n[train]\nsteps = 1\n')
+    data = read_config(config_file)["data"]
+    train = load_emoji("train")
+    images, prompts = load_data(data, captions=True)
+    repeated = [i for i, p in enumerate(train.prompts) if p in ("blue heart", "large red circle")]
+    kept = [i for i, p in enumerate(train.prompts) if p != "green heart"]
+    assert len(repeated) == 4  # both styles of each
+    assert prompts == [train.prompts[i] for i in kept + repeated * 2]
+    assert torch.equal(images, train.images[kept + repeated * 2])
+    images, categories = load_data(data)
+    assert torch.equal(categories, train.category[kept + repeated * 2])
+    assert len(load_data(data, "test")[0]) == len(load_emoji("test"))  # the test split is untouched
+    with pytest.raises(ValueError, match=r"data\.repeat_names: \['large purple circle'\] are not names of training"):
+        load_data({**data, "repeat_names": ["large purple circle"]})
+    for body, message in (('repeat = 3\n', r"data\.repeat \(> 1\) and data\.repeat_names go together, got "
+                                            r"repeat = 3 and 0 names"),
+                          ('repeat_names = ["blue heart"]\n', r"go together, got repeat = 1 and 1 names"),
+                          ('repeat = 2\nrepeat_names = ["green heart"]\n',
+                           r"data\.repeat_names and data\.hold_out both name \['green heart'\]"),
+                          ('repeat = 0\nrepeat_names = ["blue heart"]\n', r"data\.repeat must be an int >= 1")):
+        config_file.write_text(header + body + '[model]\npreset = "emoji"\n[train]\nsteps = 1\n')
+        with pytest.raises(ValueError, match=message):
+            read_config(config_file)

@@ -36,7 +36,8 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
     captions); for emoji the labels are the categories, or with ``captions`` the captions as prompts
     (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns; ``data.hold_out`` names emoji
-    taken out of the training split (to ask for them as new compositions). With ``data.mirror``
+    taken out of the training split (to ask for them as new compositions), and the images of the emoji that
+    ``data.repeat_names`` names appear ``data.repeat`` times (the copies after the originals). With ``data.mirror``
     the training split also holds every image mirrored left to right (after the originals, with the same labels);
     with ``data.latent``, the images' latents (N, c, h, w) in place of the images."""
     root = Path(data["root"]).expanduser()
@@ -48,12 +49,15 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     elif name == "emoji":
         emoji = datasets.load_emoji(split, path=emoji_arrays(data["size"], root, progress=True))
         images, labels = emoji.images, emoji.prompts if captions else emoji.category
-        if split == "train" and data["hold_out"]:
-            unknown = sorted(set(data["hold_out"]) - set(emoji.prompts))
-            if unknown:
-                raise ValueError(f"data.hold_out: {unknown} are not names of training emoji (as prompts: lower case, "
-                                 "no colons or commas)")
+        if split == "train" and (data["hold_out"] or data["repeat_names"]):
+            for key in ("hold_out", "repeat_names"):
+                unknown = sorted(set(data[key]) - set(emoji.prompts))
+                if unknown:
+                    raise ValueError(f"data.{key}: {unknown} are not names of training emoji (as prompts: lower "
+                                     "case, no colons or commas)")
             kept = [i for i, prompt in enumerate(emoji.prompts) if prompt not in data["hold_out"]]
+            extra = [i for i, prompt in enumerate(emoji.prompts) if prompt in data["repeat_names"]]
+            kept += extra * (data["repeat"] - 1)
             images = images[kept]
             labels = [labels[i] for i in kept] if captions else labels[kept]
     elif name == "digits":

@@ -8,7 +8,8 @@ missing file is a one-line error that names the key and the file::
     [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes" | "emoji", root (download cache),
                 class_conditional (for emoji: the category); mirror = true (also train on every image mirrored left to
                 right); for emoji: size = 32 (shipped) | 64 | 16 (made on first use from the npm packages, downloaded
-                into root), hold_out = a list of emoji names (as prompts) kept out of training, to test composition; for
+                into root), hold_out = a list of emoji names (as prompts) kept out of training, to test composition,
+                repeat_names = a list of emoji names whose images appear repeat (an int > 1) times in training; for
                 shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1),
                 two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on each image
                 downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
@@ -72,6 +73,8 @@ SCHEMA: dict[str, Schema] = {
         "low_resolution": ((int,), 0),
         "latent": ((str,), ""),
         "hold_out": ((list,), []),
+        "repeat": ((int,), 1),
+        "repeat_names": ((list,), []),
     },
     "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
     "train": {
@@ -97,6 +100,9 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.two_object_fraction": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "data.size": (lambda v: v in SIZES, f"one of {SIZES}"),
     "data.hold_out": (lambda v: all(isinstance(p, str) and p for p in v), "a list of emoji names (non-empty strings)"),
+    "data.repeat": (lambda v: v >= 1, "an int >= 1 (1: every image once)"),
+    "data.repeat_names": (lambda v: all(isinstance(p, str) and p for p in v),
+                          "a list of emoji names (non-empty strings)"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
     "schedule.T": (lambda v: v >= 1, "an int >= 1"),
     "train.steps": (lambda v: v >= 0, "an int >= 0"),
@@ -224,6 +230,15 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: choose one kind of conditioning, got {' and '.join(kinds)}")
     if config["data"]["hold_out"] and config["data"]["dataset"] != "emoji":
         raise ValueError(f"{path}: data.hold_out names emoji to keep out of training; it needs data.dataset = 'emoji'")
+    if config["data"]["repeat_names"] and config["data"]["dataset"] != "emoji":
+        raise ValueError(f"{path}: data.repeat_names names emoji to train on more often; it needs data.dataset = "
+                         "'emoji'")
+    if bool(config["data"]["repeat_names"]) != (config["data"]["repeat"] > 1):
+        raise ValueError(f"{path}: data.repeat (> 1) and data.repeat_names go together, got repeat = "
+                         f"{config['data']['repeat']} and {len(config['data']['repeat_names'])} names")
+    both = sorted(set(config["data"]["repeat_names"]) & set(config["data"]["hold_out"]))
+    if both:
+        raise ValueError(f"{path}: data.repeat_names and data.hold_out both name {both}")
     if config["data"]["size"] != 32 and config["data"]["dataset"] != "emoji":
         raise ValueError(f"{path}: data.size is the side of the emoji images; the other data sets have one size")
     if config["data"]["mirror"] and "text" in config:
