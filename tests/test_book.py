@@ -72,6 +72,15 @@ def test_stored_notebooks_carry_no_execution_timestamps(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_notebooks_keep_no_widget_outputs(path):
+    """Without a kernel a widget shows only its text fallback, frozen where it started (a progress bar at "0%"), so
+    refresh_notebooks.py drops widget outputs; the site shows an animation where Jupyter shows a slider."""
+    frozen = [i for i, cell in enumerate(_cells(path)) for output in cell.get("outputs", [])
+              if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
+    assert not frozen, f"cells {frozen} store a widget's output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_outputs_hold_no_errors_and_every_cell_ran(path):
     for cell in _cells(path):
         if cell["cell_type"] != "code":
