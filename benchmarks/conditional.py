@@ -9,7 +9,7 @@ digits: the class-conditional digits model (``digits_class``), 100 samples of ea
 DDIM 50 steps from x_T seeded 0, x̂_0 clipped to [-1, 1]: how often the reference classifier reads the requested
 class (adherence), the Fréchet distance of the 1,000 samples to the 360 test digits (fidelity and diversity
 together), and the spread within each class (mean distance of a sample's classifier features to its class's mean,
-averaged over classes; real test digits for comparison).
+averaged over classes; real test digits for comparison), each with a 95% interval (200 resamples).
 
 text: the captioned-shapes models with cross-attention (``shapes_text``), with one pooled text vector
 (``shapes_pooled``), with a frozen text encoder pretrained on captions alone (``shapes_text_frozen``, Imagen's
@@ -38,7 +38,7 @@ from diffusion_lib.data import load_digits
 from diffusion_lib.data.shapes import CaptionedShapes, captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
 from diffusion_lib.evaluation.shapes import adherence
-from diffusion_lib.metrics import conditional_accuracy, frechet_distance, psnr, within_class_spread
+from diffusion_lib.metrics import bootstrap, frechet_distance, psnr, within_class_spread
 from diffusion_lib.pipelines import generate as generate_images
 from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
@@ -46,6 +46,7 @@ from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
 DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 TEXT_SCALES = (1.0, 3.0, 5.0)
 TEXT_MODELS = ("shapes_text", "shapes_pooled", "shapes_text_frozen", "shapes_latent")
+RESAMPLES = 200
 
 
 def digits() -> dict:
@@ -54,6 +55,10 @@ def digits() -> dict:
     test_x, test_y = load_digits("test")
     requested = torch.arange(10).repeat_interleave(100)
     x_T = torch.randn(1000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def with_interval(key: str, interval) -> dict:
+        return {key: interval.value, f"{key}_low": interval.low, f"{key}_high": interval.high}
+
     with torch.no_grad():
         real_features = classifier.features(test_x)
         rows = []
@@ -62,13 +67,21 @@ def digits() -> dict:
             samples = sample_ddim(classifier_free_guidance(model, scale), x_T, schedule, 50, cond=requested,
                                   clip_x0=1.0)
             seconds = time.perf_counter() - start
-            features = classifier.features(samples)
-            rows.append({"scale": scale, "accuracy": conditional_accuracy(classifier(samples).argmax(1), requested),
-                         "fd": frechet_distance(features, real_features),
-                         "spread": within_class_spread(features, requested), "seconds": round(seconds, 1)})
+            features = classifier.features(samples)                                          # (1000, F)
+            hits = (classifier(samples).argmax(1) == requested).double()                     # (1000,)
+            labelled = torch.cat([features, requested[:, None].to(features.dtype)], 1)       # (1000, F + 1)
+            rows.append({"scale": scale,
+                         **with_interval("accuracy", bootstrap(torch.mean, hits, resamples=RESAMPLES)),
+                         **with_interval("fd", bootstrap(lambda f: frechet_distance(f, real_features), features,
+                                                         resamples=RESAMPLES, method="half")),
+                         **with_interval("spread", bootstrap(lambda f: within_class_spread(f[:, :-1], f[:, -1]),
+                                                             labelled, resamples=RESAMPLES)),
+                         "seconds": round(seconds, 1)})
             print(rows[-1], flush=True)
         real = {"spread": within_class_spread(real_features, test_y)}
-    return {"sampler": "DDIM 50 steps, clip_x0=1, x_T seed 0", "n_per_class": 100, "rows": rows,
+    return {"sampler": "DDIM 50 steps, clip_x0=1, x_T seed 0", "n_per_class": 100, "resamples": RESAMPLES,
+            "intervals": "95%: accuracy and spread by the percentile bootstrap of the 1,000 samples, FD by "
+                         "half-samples (diffusion_lib.metrics.intervals)", "rows": rows,
             "real_test_digits": real, "machine": machine()}
 
 
@@ -139,9 +152,11 @@ def super_resolution() -> dict:
 
 def table() -> None:
     guidance = json.loads((SHIPPED_RESULTS / "digits_guidance.json").read_text())
-    print("| scale | accuracy | FD | spread |\n| --- | --- | --- | --- |")
+    print("| scale | accuracy (chance 0.1) | FD | spread |\n| --- | --- | --- | --- |")
     for r in guidance["rows"]:
-        print(f"| {r['scale']:g} | {r['accuracy']:.3f} | {r['fd']:.1f} | {r['spread']:.2f} |")
+        print(f"| {r['scale']:g} | " + " | ".join(f"{r[k]:{spec}} [{r[k + '_low']:{spec}}, {r[k + '_high']:{spec}}]"
+                                                for k, spec in (("accuracy", ".3f"), ("fd", ".1f"), ("spread", ".2f")))
+              + " |")
     adh = json.loads((SHIPPED_RESULTS / "text_adherence.json").read_text())
     print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped | FD |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -37,7 +37,7 @@ from record import SHIPPED_RESULTS, machine, write_json
 from diffusion_lib.data import load_emoji
 from diffusion_lib.evaluation.emoji import SAMPLE_COUNT, emoji_reference, real_floor, sample_quality
 from diffusion_lib.evaluation.emoji_compositions import COLOURS, SHAPES, composition_prompts, read_colour_and_shape
-from diffusion_lib.metrics.intervals import bootstrap
+from diffusion_lib.metrics.intervals import bootstrap, interval_text
 from diffusion_lib.pipelines import generate
 from diffusion_lib.pretrained import load
 
@@ -150,20 +150,18 @@ def compositions(names: list[str]) -> None:
 def table() -> None:
     results = json.loads(RESULTS.read_text())
 
-    def cell(entry: dict | None) -> str:
-        return "–" if entry is None else f"{entry['value']:.3g} [{entry['low']:.3g}, {entry['high']:.3g}]"
-
     print("| images (328 each) | FD | KID | memorised, pixels | memorised, features | category accuracy |")
     print("| --- | --- | --- | --- | --- | --- |")
     floor = results["floor"]
-    print(f"| held-out real emoji (the floor) | {cell(floor['fd'])} | {cell(floor['kid'])} | "
-          f"{cell(floor['memorisation_pixels'])} | {cell(floor['memorisation_features'])} | "
-          f"{cell(floor.get('conditional_accuracy'))} |")
+    print(f"| held-out real emoji (the floor) | {interval_text(floor['fd'])} | {interval_text(floor['kid'])} | "
+          f"{interval_text(floor['memorisation_pixels'])} | {interval_text(floor['memorisation_features'])} | "
+          f"{interval_text(floor.get('conditional_accuracy'))} |")
     for name in MODELS:
         for row in results.get(name, {}).get("rows", []):
-            print(f"| `{name}`, guidance {row['guidance']:g} | {cell(row['fd'])} | {cell(row['kid'])} | "
-                  f"{cell(row['memorisation_pixels'])} | {cell(row['memorisation_features'])} | "
-                  f"{cell(row.get('conditional_accuracy'))} |")
+            print(f"| `{name}`, guidance {row['guidance']:g} | {interval_text(row['fd'])} | "
+                  f"{interval_text(row['kid'])} | "
+                  f"{interval_text(row['memorisation_pixels'])} | {interval_text(row['memorisation_features'])} | "
+                  f"{interval_text(row.get('conditional_accuracy'))} |")
     for name in MODELS:
         found = results.get(name, {}).get("compositions")
         if not found:
@@ -175,7 +173,8 @@ def table() -> None:
                                           for g in groups) + " |")
         print("| --- |" + " --- |" * len(groups))
         for row in found["rows"]:
-            print(f"| {row['guidance']:g} | " + " | ".join(cell(row["groups"][g]["both"]) for g in groups) + " |")
+            both = [interval_text(row["groups"][g]["both"]) for g in groups]
+            print(f"| {row['guidance']:g} | " + " | ".join(both) + " |")
 
 
 def main() -> None:

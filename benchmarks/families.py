@@ -3,12 +3,13 @@
     python benchmarks/families.py run     # measure the shipped models -> results/families.json
     python benchmarks/families.py table   # print the stored results as markdown
 
-For each shipped model (``digits_vae``, ``digits_gan``, ``digits_autoregressive`` and the diffusion model
-``digits``): FD, KID (mean ± std over 50 subsets) and class coverage of 1,000 samples (seed 0) against the 360 test
-digits (:func:`diffusion_lib.evaluation.digits.sample_quality`); the training time recorded in its JSON; the wall
-time of drawing a batch of 1,000 samples on one CPU thread, per sample; its parameters (every trained weight: the
-GAN's discriminator and the VAE's encoder included); and the likelihood of the test split in bits per pixel where the
-family has one: the VAE's negative ELBO (one z per image) and its IWAE bound with K = 100 (seed 0), the
+For each shipped model (``digits_vae``, ``digits_gan``, ``digits_autoregressive`` and the diffusion model ``digits``):
+FD with its 95% half-sample interval, KID (mean ± std over 50 subsets), class coverage and the memorisation rate with
+its 95% bootstrap interval, of 1,000 samples (seed 0) against the 360 test digits
+(:func:`diffusion_lib.evaluation.digits.sample_quality`, 200 resamples); the training time recorded in its JSON; the
+wall time of drawing a batch of 1,000 samples on one CPU thread, per sample (one run); its parameters (every trained
+weight: the GAN's discriminator and the VAE's encoder included); and the likelihood of the test split in bits per pixel
+where the family has one: the VAE's negative ELBO (one z per image) and its IWAE bound with K = 100 (seed 0), the
 autoregressive model's exact negative log-likelihood. The diffusion model samples with DDIM, 50 steps, x_T seeded 0,
 x̂_0 clipped to [-1, 1]; the VAE draws z seeded 0 and shows each pixel's expected grey level.
 
@@ -55,9 +56,12 @@ def measure(family: str, name: str, test_x: torch.Tensor) -> dict:
         else:
             samples = model.sample(SAMPLE_COUNT, torch.Generator().manual_seed(0))
         seconds = time.perf_counter() - start
-        quality = sample_quality(samples)
-        row = {"family": family, "checkpoint": name, "fd": quality["fd"], "kid": quality["kid"],
-               "kid_std": quality["kid_std"], "coverage": quality["coverage"],
+        quality = sample_quality(samples, resamples=200)
+        row = {"family": family, "checkpoint": name, "fd": quality["fd"], "fd_low": quality["fd_interval"].low,
+               "fd_high": quality["fd_interval"].high, "kid": quality["kid"], "kid_std": quality["kid_std"],
+               "coverage": quality["coverage"], "memorisation": quality["memorisation_rate"],
+               "memorisation_low": quality["memorisation_interval"].low,
+               "memorisation_high": quality["memorisation_interval"].high,
                "train_seconds": meta["train_seconds"], "ms_per_sample": 1000 * seconds / SAMPLE_COUNT,
                "parameters": sum(p.numel() for p in model.parameters()), **likelihoods(model, test_x)}
     print(row, flush=True)
@@ -75,17 +79,22 @@ def run() -> dict:
 
 def table() -> None:
     result = json.loads((SHIPPED_RESULTS / "families.json").read_text())
-    print("| family | FD | KID | coverage | training (s) | ms / sample | parameters | test bits / pixel |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| family | FD [95% interval] | KID ± spread | coverage | memorised [95% interval] | training (s) | "
+          "ms / sample | parameters | test bits / pixel |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in result["rows"]:
         if "nll_bpp" in r:
             bpp = f"{r['nll_bpp']:.3f} (exact)"
         elif "neg_elbo_bpp" in r:
             bpp = f"≤ {r['neg_elbo_bpp']:.3f} (-ELBO), ≤ {r['iwae100_bpp']:.3f} (IWAE-100)"
+        elif r["family"] == "diffusion":
+            bpp = "a bound exists (Ho et al. 2020); not computed"
         else:
-            bpp = "–"
-        print(f"| {r['family']} | {r['fd']:.1f} | {r['kid']:.1f} ± {r['kid_std']:.1f} | {r['coverage']:.1f} | "
-              f"{r['train_seconds']:.0f} | {r['ms_per_sample']:.3g} | {r['parameters']:,} | {bpp} |")
+            bpp = "none"
+        memorised = f"{r['memorisation']:.1%} [{r['memorisation_low']:.1%}, {r['memorisation_high']:.1%}]"
+        print(f"| {r['family']} | {r['fd']:.1f} [{r['fd_low']:.1f}, {r['fd_high']:.1f}] | {r['kid']:.1f} ± "
+              f"{r['kid_std']:.1f} | {r['coverage']:.1f} | {memorised} | {r['train_seconds']:.0f} | "
+              f"{r['ms_per_sample']:.3g} | {r['parameters']:,} | {bpp} |")
 
 
 def main() -> None:

@@ -4,9 +4,12 @@
     python benchmarks/sampling_curve.py --table    # print the stored results as a markdown table
 
 For every sampler and step count: 1,000 samples from the same seeded x_T, x̂_0 clipped to [-1, 1]; the wall time per
-image (one thread pool, batch 1,000, this machine); FD and KID against the 360 test digits in the reference
-classifier's feature space; the memorisation rate against the training set. Results go to
-diffusion_lib/pretrained/results/digits_sampling.json, which the sampling chapters read.
+image (one thread pool, batch 1,000, this machine, one run); FD against the 360 test digits in the reference
+classifier's feature space with its 95% half-sample interval (200 resamples), KID with its spread over subsets; the
+memorisation rate against the training set with its 95% bootstrap interval. Then, because every set starts from the same
+x_T, paired differences of FD (:func:`diffusion_lib.evaluation.digits.fd_difference`): DPM-Solver++ against DDIM at each
+step count, and each against DDPM-1000 (σ² = β), which can resolve gaps that the separate intervals cannot. Results go
+to diffusion_lib/pretrained/results/digits_sampling.json, which the sampling chapters read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from record import SHIPPED_RESULTS, machine, write_json
 from safetensors.torch import load_file, save_file
 
-from diffusion_lib.evaluation.digits import sample_quality
+from diffusion_lib.evaluation.digits import fd_difference, sample_quality
 from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
@@ -30,6 +33,7 @@ RESULTS = SHIPPED_RESULTS / "digits_sampling.json"
 CACHE = HERE.parent / "runs" / "sampling_curve"
 N_SAMPLES, SEED = 1000, 0
 STEPS = (5, 10, 20, 50, 100)
+RESAMPLES = 200
 
 
 def runs():
@@ -63,7 +67,7 @@ def main() -> None:
     model, schedule, _ = load("digits")
     x_T = torch.randn(N_SAMPLES, 1, 8, 8, generator=torch.Generator().manual_seed(SEED))
     CACHE.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, kept = [], {}
     for name, kind, steps in runs():
         cached = CACHE / f"{kind}-{steps}.safetensors"
         if cached.exists():
@@ -74,24 +78,45 @@ def main() -> None:
             samples = sample(kind, steps, model, schedule, x_T)
             seconds = time.perf_counter() - start
             save_file({"samples": samples, "seconds": torch.tensor(seconds)}, cached)
-        quality = sample_quality(samples)
+        kept[name, steps] = samples
+        quality = sample_quality(samples, resamples=RESAMPLES)
+        fd = quality["fd_interval"]
         rows.append({"sampler": name, "steps": steps, "nfe": steps, "ms_per_image": 1000 * seconds / N_SAMPLES,
-                     "fd": quality["fd"], "kid": quality["kid"], "memorisation": quality["memorisation_rate"]})
+                     "fd": quality["fd"], "fd_low": fd.low, "fd_high": fd.high, "kid": quality["kid"],
+                     "kid_std": quality["kid_std"], "memorisation": quality["memorisation_rate"],
+                     "memorisation_low": quality["memorisation_interval"].low,
+                     "memorisation_high": quality["memorisation_interval"].high})
         print(rows[-1], flush=True)
+    paired = []  # FD(a) - FD(b) with a paired interval: every set starts from the same x_T, row by row
+    for steps in STEPS:
+        pairs = [(("DPM-Solver++", steps), ("DDIM", steps))]
+        pairs += [((name, steps), ("DDPM σ²=β", 1000)) for name in ("DDIM", "DPM-Solver++")]
+        for a, b in pairs:
+            gap = fd_difference(kept[a], kept[b], resamples=RESAMPLES)
+            paired.append({"a": f"{a[0]}-{a[1]}", "b": f"{b[0]}-{b[1]}", "difference": gap.value,
+                           "low": gap.low, "high": gap.high})
+            print(paired[-1], flush=True)
     measured_on = machine()  # flattened into one line: chapter 07 prints "measured DATE on MACHINE"
     record = {"command": "python benchmarks/sampling_curve.py", "date": measured_on["date"],
               "machine": f"{measured_on['cpu']}, {measured_on['threads']} threads",
-              "torch": measured_on["torch"], "samples": N_SAMPLES, "rows": rows}
+              "torch": measured_on["torch"], "samples": N_SAMPLES, "resamples": RESAMPLES, "rows": rows,
+              "paired": paired}
     write_json(RESULTS, record)
     print(table(record))
 
 
 def table(record: dict) -> str:
-    lines = ["| sampler | steps (NFE) | FD | KID | memorised | ms / image |",
+    lines = ["| sampler | steps (NFE) | FD [95% interval] | KID ± spread | memorised [95% interval] | "
+             "ms / image (one run) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in record["rows"]:
-        lines.append(f"| {r['sampler']} | {r['nfe']} | {r['fd']:.2f} | {r['kid']:.2f} | "
-                     f"{r['memorisation']:.1%} | {r['ms_per_image']:.2f} |")
+        fd = f"{r['fd']:.2f} [{r['fd_low']:.2f}, {r['fd_high']:.2f}]"
+        memorised = f"{r['memorisation']:.1%} [{r['memorisation_low']:.1%}, {r['memorisation_high']:.1%}]"
+        lines.append(f"| {r['sampler']} | {r['nfe']} | {fd} | {r['kid']:.2f} ± {r['kid_std']:.2f} | {memorised} | "
+                     f"{r['ms_per_image']:.2f} |")
+    lines += ["", "| A | B | FD(A) - FD(B), paired [95% interval] |", "| --- | --- | --- |"]
+    lines += [f"| {p['a']} | {p['b']} | {p['difference']:.2f} [{p['low']:.2f}, {p['high']:.2f}] |"
+              for p in record.get("paired", [])]
     return "\n".join(lines)
 
 

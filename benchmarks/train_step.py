@@ -3,14 +3,15 @@
     python benchmarks/train_step.py --preset digits --batch 128             # CPU or GPU, whichever this machine has
     python benchmarks/train_step.py --preset ddpm_cifar10 --batch 8 --precision fp32 bf16
 
-A step is what training does: draw t and ε, noise the batch, forward, MSE against ε, backward, clip the gradient
-norm to 1, AdamW, EMA of the weights (``torch._foreach_lerp_``). Ours is :meth:`diffusion_lib.train.Trainer.train_step`
-itself; diffusers' model runs the same step written out below, with the same optimiser settings. Both models are
-built from one :class:`~diffusion_lib.models.unet.UNetConfig` (:func:`diffusers_twin`; the parameter counts are
-printed and must agree within 2%), both see the same batch size and precision, and the two are timed alternately in
-one run (``rounds`` rounds of ``steps`` steps each, after 3 warm-up steps), so a machine that slows down during the
-run slows both. Reported: images per second (median over rounds) and the ratio ours / diffusers; on a GPU also the
-peak memory of each (``torch.cuda.max_memory_allocated``).
+A step is what training does: draw t and ε, noise the batch, forward, MSE against ε, backward, clip the gradient norm to
+1, AdamW, EMA of the weights (``torch._foreach_lerp_``). Ours is :meth:`diffusion_lib.train.Trainer.train_step` itself;
+diffusers' model runs the same step written out below, with the same optimiser settings. Both models are built from one
+:class:`~diffusion_lib.models.unet.UNetConfig` (:func:`diffusers_twin`; the parameter counts are printed and must agree
+within 2%), both see the same batch size and precision, and the two are timed alternately in one run (``rounds`` rounds
+of ``steps`` steps each, after 3 warm-up steps), so a machine that slows down during the run slows both. Reported:
+images per second (median over rounds) and the ratio ours / diffusers, with the lowest and highest ratio of a single
+round (``ratio_rounds``, ``ratio_recipe_rounds``); on a GPU also the peak memory of each
+(``torch.cuda.max_memory_allocated``).
 
 Precision ``fp32``: no autocast; ``bf16``: ``torch.autocast`` with bfloat16 for both (on a CPU this needs native
 bf16 support to pay off). With ``--compile``, ``--compile-mode``, ``--channels-last`` or ``--recipe-bf16`` a third
@@ -141,9 +142,13 @@ def measure(preset: str, batch: int, precision: str, rounds: int, steps: int, de
            "images_per_s": {k: round(v, 1) for k, v in images.items()},
            "ratio": round(images["ours"] / images["diffusers"], 3),
            "peak_memory_mb": {k: round(v / 2**20, 1) for k, v in peak.items()} or None}
+    per_round = [d / o for d, o in zip(seconds["diffusers"], seconds["ours"], strict=True)]   # ours / diffusers
+    row["ratio_rounds"] = [round(min(per_round), 3), round(max(per_round), 3)]
     if recipe:
         row["recipe"] = recipe
         row["ratio_recipe"] = round(images["ours recipe"] / images["diffusers"], 3)
+        per_round = [d / o for d, o in zip(seconds["diffusers"], seconds["ours recipe"], strict=True)]
+        row["ratio_recipe_rounds"] = [round(min(per_round), 3), round(max(per_round), 3)]
     if peak_tflops:  # a training step costs about three forward passes (forward, and backward twice over)
         flops = 3 * forward_flops(ours.model, config, device)
         row["mfu"] = {k: round(v * flops / (peak_tflops * 1e12), 4) for k, v in images.items()}

@@ -7,6 +7,7 @@ back to the CPU itself, so a chapter that samples on ``budget.device`` passes it
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -67,19 +68,22 @@ def show_captioned(images: torch.Tensor, captions: Sequence[str], ncols: int = 6
 
     Args:
         images: colour images, shape (N, 3, H, W) in [-1, 1]; any device.
-        captions: one per image (only as many images as captions are drawn); a long caption breaks its line before
-            " to the".
+        captions: one per image (only as many images as captions are drawn); each is broken into lines of at most
+            ``round(15 * size)`` characters (at least 12), so that neighbouring captions never overlap.
         ncols: images per row; the figure has ceil(N / ncols) rows, the unused axes of the last one left blank.
-        size: width of each image in inches (each row is ``size + 0.35`` high, room for a two-line caption).
+        size: width of each image in inches; each row is ``size`` plus room for the most lines a caption takes.
     """
+    width = max(12, round(15 * size))
+    lines = [textwrap.fill(caption, width, break_long_words=False) for caption in captions[:len(images)]]
+    most = max((text.count("\n") + 1 for text in lines), default=1)
     rows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, rows * (size + 0.35)),
+    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, rows * (size + 0.05 + 0.12 * most)),
                              squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, image, caption in zip(axes.flat, to_display(images), captions, strict=False):
+    for ax, image, text in zip(axes.flat, to_display(images), lines, strict=False):
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(caption.replace(" to the", "\nto the"), fontsize=6.5)
+        ax.set_title(text, fontsize=6.5)
     fig.tight_layout()
     return fig
 
@@ -172,15 +176,17 @@ def field_panels(
     labels: Sequence[str],
     data: torch.Tensor | None = None,
     lim: float = 3.0,
-    n: int = 11,
+    n: int = 17,
+    ncols: int = 2,
     title: str | None = None,
 ) -> plt.Figure:
-    """Quiver plots of what a 2-D denoiser makes of each point, one panel per timestep.
+    """Quiver plots of what a 2-D denoiser makes of each point, one panel per timestep, ``ncols`` panels a row.
 
-    The arrow at x_t points to sqrt(ᾱ_t) x̂_0, the denoiser's guess of the clean point, shrunk as the data are in x_t;
-    its full length would be sqrt(1 - ᾱ_t) ε̂, the noise the denoiser would remove, and it is drawn at half that
-    length so that neighbouring arrows do not overlap. ``data`` (N, 2), when given, is drawn shrunk the same way, as
-    light dots.
+    The arrow at x_t points towards sqrt(ᾱ_t) x̂_0, the denoiser's guess of the clean point, shrunk as the data are
+    in x_t: the step sqrt(1 - ᾱ_t) ε̂ that removes the predicted noise. Every arrow is drawn at the same length (0.8
+    of the grid spacing), so that the directions, and the basins they drain into, show even where the steps are
+    short; the step's length sqrt(1 - ᾱ_t) |ε̂| is the arrow's colour, on one scale for all panels (the colour bar).
+    ``data`` (N, 2), when given, is drawn shrunk the same way, as light dots.
 
     Args:
         denoiser: ``denoiser(x_t, t, cond) -> ε̂`` for 2-D points; a ``torch.nn.Module`` is evaluated on the device of
@@ -189,28 +195,119 @@ def field_panels(
         timesteps: 0-indexed timesteps, one panel each.
         labels: panel titles.
         n: arrows per side of the square grid over [-lim, lim]².
+        ncols: panels per row.
     """
     if len(labels) != len(timesteps):
         raise ValueError(f"labels must have one entry per timestep ({len(timesteps)}), got {len(labels)}")
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be an int >= 1, got {ncols!r}")
     axis = torch.linspace(-lim, lim, n)
-    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)      # (n², 2)
     device = _device_of(denoiser)
-    fig, axes = plt.subplots(1, len(timesteps), figsize=(1.9 * len(timesteps), 2.3), squeeze=False)
-    for ax, t, label in zip(axes[0], timesteps, labels, strict=True):
+    steps = []
+    for t in timesteps:
         t_batch = torch.full((len(grid),), int(t), dtype=torch.long, device=device)
-        alpha_bar = schedule.alphas_cumprod[int(t)].item()
         with torch.no_grad():
-            predicted = denoiser(grid.to(device), t_batch, None).detach().float().cpu()
-        arrows = -(1 - alpha_bar) ** 0.5 * predicted
+            predicted = denoiser(grid.to(device), t_batch, None).detach().float().cpu()         # (n², 2)
+        steps.append(-(1 - schedule.alphas_cumprod[int(t)].item()) ** 0.5 * predicted)
+    lengths = [step.norm(dim=1) for step in steps]                                           # (n²,) each
+    colours = plt.Normalize(0.0, max(float(length.max()) for length in lengths))
+    arrow = 0.8 * (axis[1] - axis[0]).item()
+    nrows = -(-len(timesteps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + 0.8, 3.2 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(timesteps):]:
+        ax.set_axis_off()
+    for ax, t, label, step, length in zip(axes.flat, timesteps, labels, steps, lengths, strict=False):
+        alpha_bar = schedule.alphas_cumprod[int(t)].item()
         if data is not None:
             shrunk = alpha_bar**0.5 * data.detach().float().cpu()
-            ax.scatter(shrunk[:, 0], shrunk[:, 1], s=1, color="tab:orange", alpha=0.3, linewidths=0)
-        ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color="tab:blue", angles="xy",
-                  scale_units="xy", scale=2.0, width=0.006)
+            ax.scatter(shrunk[:, 0], shrunk[:, 1], s=2, color="tab:orange", alpha=0.4, linewidths=0)
+        direction = arrow * step / length.clamp_min(1e-12)[:, None]                         # (n², 2)
+        arrows = ax.quiver(grid[:, 0], grid[:, 1], direction[:, 0], direction[:, 1], length, cmap="viridis",
+                           norm=colours, angles="xy", scale_units="xy", scale=1.0, width=0.005, pivot="tail")
         ax.set(title=label, xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xticks=[], yticks=[])
+    fig.colorbar(arrows, ax=axes.ravel().tolist(), shrink=0.8,
+                 label=r"length of the step, $\sqrt{1-\bar\alpha_t}\,\|\hat\varepsilon\|$")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    return fig
+
+
+def unet_diagram(config, title: str | None = None) -> plt.Figure:
+    """The U-Net of ``config`` drawn as its "U": the down path on the left, the middle block at the bottom, the up
+    path on the right, the skip connections across, the time embedding into every level.
+
+    Each level is a box whose height is its image side and whose width grows with its channels (a square root, so
+    that 512 channels still fit beside 32), labelled with its shape and its blocks, as
+    :class:`~diffusion_lib.models.unet.UNet` builds them (see the layout in its module docstring).
+
+    Args:
+        config: a :class:`~diffusion_lib.models.unet.UNetConfig` (any object with ``in_channels``, ``ch``,
+            ``ch_mult``, ``num_res_blocks``, ``attn_resolutions`` and ``image_size``).
+        title: above the figure.
+
+    Returns:
+        The figure, about 9 inches wide.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    sides = [config.image_size // 2**i for i in range(len(config.ch_mult))]
+    channels = [config.ch * m for m in config.ch_mult]
+    widest = max(channels) ** 0.5
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.95 * (len(sides) + 1.6)), layout="constrained")
+    ax.set_axis_off()
+    levels = len(sides)
+
+    def height(side: int) -> float:
+        return 0.35 + 0.45 * side / sides[0]
+
+    def width(ch: int) -> float:
+        return 2.0 + 0.9 * ch**0.5 / widest
+
+    def box(x: float, y: float, w: float, h: float, text: str, colour: str) -> None:
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.03", fc=colour, ec="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
+
+    def arrow(start, end, text: str = "", style: str = "-|>", dashed: bool = False, side: str = "right") -> None:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=10, color="0.25", lw=1,
+                                     linestyle="--" if dashed else "-"))
+        mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+        if text and side == "above":
+            ax.text(mid[0], mid[1] + 0.05, text, fontsize=6.5, color="0.25", ha="center", va="bottom")
+        elif text:
+            ax.text(mid[0] + (0.08 if side == "right" else -0.08), mid[1], text, fontsize=6.5, color="0.25",
+                    ha="left" if side == "right" else "right", va="center")
+
+    left, right = 3.3, 8.7
+    ys = [-1.25 * (i + 1) for i in range(levels)]
+    top = 0.0
+    image = f"{config.in_channels} × {sides[0]}×{sides[0]}"
+    box(left, top, 1.6, 0.45, f"$x_t$\n{image}", "#dddddd")
+    box(right, top, 1.6, 0.45, f"$\\hat\\varepsilon$\n{image}", "#dddddd")
+    for i, (side, ch, y) in enumerate(zip(sides, channels, ys, strict=True)):
+        attention = " + attention" if side in tuple(config.attn_resolutions) else ""
+        h, w = height(side), width(ch)
+        box(left, y, w, h, f"level {i}: {ch} × {side}×{side}\n{config.num_res_blocks} × ResBlock{attention}",
+            "#cfe2f3")
+        box(right, y, w, h, f"level {i}: {ch} × {side}×{side}\n{config.num_res_blocks + 1} × (concat skip, "
+            f"ResBlock{attention})", "#d9ead3")
+        above = top - 0.25 if i == 0 else ys[i - 1] - height(sides[i - 1]) / 2
+        arrow((left, above), (left, y + h / 2), "conv 3×3" if i == 0 else "stride-2 conv", side="left")
+        arrow((right, y + h / 2), (right, above), "GroupNorm, SiLU, conv 3×3" if i == 0 else "nearest ×2, conv")
+        arrow((left + w / 2, y), (right - w / 2, y), f"{config.num_res_blocks + 1} skip connections", dashed=True,
+              side="above")
+    y_mid = ys[-1] - 1.25
+    h_mid = height(sides[-1])
+    box((left + right) / 2, y_mid, 2.6, h_mid, f"middle: {channels[-1]} × {sides[-1]}×{sides[-1]}\nResBlock, "
+        "attention, ResBlock", "#fce5cd")
+    arrow((left, ys[-1] - h_mid / 2), ((left + right) / 2 - 1.3, y_mid))
+    arrow(((left + right) / 2 + 1.3, y_mid), (right, ys[-1] - h_mid / 2))
+    ax.text(0.0, top, f"$t$ → sinusoidal({config.ch}) → MLP\n→ embedding ({4 * config.ch}),\nadded in every ResBlock",
+            fontsize=7, va="center", ha="left", color="#7f6000")
+    ax.set(xlim=(-0.1, 10.2), ylim=(y_mid - 0.45, top + 0.35))
+    if title:
+        ax.set_title(title, fontsize=10)
     return fig
 
 

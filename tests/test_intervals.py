@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from diffusion_lib.metrics import Interval, bootstrap
+from diffusion_lib.metrics import Interval, bootstrap, interval_text
 
 
 def _normal(n: int, seed: int) -> torch.Tensor:
@@ -106,3 +106,11 @@ def test_an_interval_prints_as_value_and_range():
 def test_bad_arguments_raise_value_errors_that_name_them(call, message):
     with pytest.raises(ValueError, match=message):
         call(_normal(10, seed=6))
+
+
+def test_interval_text_writes_a_stored_interval_and_names_what_is_missing():
+    assert interval_text({"value": 0.8381, "low": 0.799, "high": 0.8811}) == "0.838 [0.799, 0.881]"
+    assert interval_text({"value": 294.2, "low": 264.0, "high": 325.4}, ".1f") == "294.2 [264.0, 325.4]"
+    assert interval_text(None) == "–"
+    with pytest.raises(ValueError, match=r"entry must hold value, low and high.*missing \['high'\]"):
+        interval_text({"value": 1.0, "low": 0.0})

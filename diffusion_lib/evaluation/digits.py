@@ -2,8 +2,8 @@
 
 :func:`sample_quality` loads what the metrics of :mod:`diffusion_lib.metrics` need for the 8x8 digits (the test and
 train splits, and the shipped reference classifier whose features and predicted classes are measured) and returns
-every number the chapters quote for a set of samples. :data:`SAMPLE_COUNT` is the sample count those numbers are
-quoted at.
+every number the chapters quote for a set of samples; :func:`fd_difference` compares two sets drawn from the same
+noise, with a paired interval. :data:`SAMPLE_COUNT` is the sample count those numbers are quoted at.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import torch
 from diffusion_lib.checks import check_int, check_tensor
 from diffusion_lib.data import load_digits
 from diffusion_lib.metrics import (
+    Interval,
+    bootstrap,
     class_entropy,
     class_histogram,
     conditional_accuracy,
@@ -41,6 +43,7 @@ def sample_quality(
     seed: int = 0,
     quantile: float = 0.05,
     batch_size: int = 1000,
+    resamples: int = 0,
 ) -> dict:
     """FD, KID, classes and memorisation of digits samples, against fixed real references, in one call.
 
@@ -53,6 +56,11 @@ def sample_quality(
       with the test split as the held-out images that set the threshold.
     - ``conditional_accuracy``: only when ``requested`` labels are given.
     - ``n_samples``, ``n_reference``: the counts, because FD depends on them.
+    - ``fd_interval``, ``memorisation_interval``: only when ``resamples`` > 0, 95%
+      :class:`~diffusion_lib.metrics.intervals.Interval` s of ``fd`` (from ``resamples`` half-samples of the samples,
+      the reference held fixed, as in the emoji evaluation: how far FD would move if the samples were drawn again)
+      and of ``memorisation_rate`` (the percentile bootstrap of the memorised fraction). About 1 s for 1,000 samples
+      and 200 resamples.
 
     Fixed counts: quote FD for :data:`SAMPLE_COUNT` = 1,000 samples against the 360 test images; FD grows as the
     sample count falls, so compare only values at equal counts. The calibration at these counts (real, damaged and
@@ -72,6 +80,7 @@ def sample_quality(
         subsets, seed: of the KID subsets.
         quantile: of the memorisation threshold.
         batch_size: images per classifier call.
+        resamples: the number of resamples of the intervals, an int >= 0 (default 0: no intervals).
 
     Returns:
         A dict of Python floats (and the class histogram tensor), keys as listed above.
@@ -89,6 +98,7 @@ def sample_quality(
     train = load_digits("train")[0] if train is None else train
     classifier = load("digits_classifier").model if classifier is None else classifier
     check_int("batch_size", batch_size, low=1)
+    check_int("resamples", resamples, low=0)
 
     was_training = classifier.training
     classifier.eval()
@@ -118,4 +128,56 @@ def sample_quality(
     }
     if requested is not None:
         result["conditional_accuracy"] = conditional_accuracy(predicted, requested)
+    if resamples > 0:
+        result["fd_interval"] = bootstrap(lambda feats: frechet_distance(feats, reference_features), sample_features,
+                                          resamples=resamples, seed=seed, method="half")
+        memorised = torch.zeros(len(samples), dtype=torch.float64)                         # (N,): 1 = memorised
+        memorised[:round(result["memorisation_rate"] * len(samples))] = 1.0                # the mean is all it uses
+        result["memorisation_interval"] = bootstrap(torch.mean, memorised, resamples=resamples, seed=seed)
     return result
+
+
+@torch.no_grad()
+def fd_difference(
+    samples_a: torch.Tensor,
+    samples_b: torch.Tensor,
+    *,
+    classifier: torch.nn.Module | None = None,
+    reference: str = "test",
+    resamples: int = 200,
+    seed: int = 0,
+) -> Interval:
+    """FD(a) - FD(b) against the same real digits, with a paired 95% half-sample interval: for two samplers (or two
+    models) run from the same x_T row by row, each half-sample keeps the same rows of both sets, so the noise the two
+    share (which x_T were drawn) cancels and a difference far smaller than either FD's own interval can be resolved.
+    An interval that excludes 0 says which set is closer to the data at this count.
+
+    Args:
+        samples_a, samples_b: (N, 1, 8, 8) images in [-1, 1], N >= 4, row i of both from the same starting noise.
+        classifier: as for :func:`sample_quality`; None: the shipped one.
+        reference: "test" (360 images, default) or "train".
+        resamples, seed: of the interval.
+
+    Returns:
+        An :class:`~diffusion_lib.metrics.intervals.Interval`: negative values mean a is closer to the data.
+    """
+    check_tensor("samples_a", samples_a, ("N", 1, 8, 8), dtype="float")
+    check_tensor("samples_b", samples_b, (samples_a.shape[0], 1, 8, 8), dtype="float",
+                 meaning="(N, 1, 8, 8) with the N of samples_a, row i from the same noise")
+    if samples_a.shape[0] < 4:
+        raise ValueError(f"samples_a must hold N >= 4 images (FD needs 2 in each half-sample), got {len(samples_a)}")
+    if reference not in ("test", "train"):
+        raise ValueError(f"reference must be 'test' or 'train', got {reference!r}")
+    check_int("resamples", resamples, low=2)
+    classifier = load("digits_classifier").model if classifier is None else classifier
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    try:
+        pair = torch.stack([classifier.features(samples.to(device, torch.float32)).double().cpu()
+                            for samples in (samples_a, samples_b)], 1)                          # (N, 2, F)
+        real = classifier.features(load_digits(reference)[0].to(device)).double().cpu()         # (M, F)
+    finally:
+        classifier.train(was_training)
+    return bootstrap(lambda rows: frechet_distance(rows[:, 0], real) - frechet_distance(rows[:, 1], real), pair,
+                     resamples=resamples, seed=seed, method="half")

@@ -11,7 +11,8 @@ psnr``):
 - :mod:`diffusion_lib.metrics.pixels`, distances between images in pixel space: ``nearest_neighbour_distances``,
   ``memorisation_rate``, ``psnr``.
 - :mod:`diffusion_lib.metrics.intervals`, how much any of them would move if the samples were drawn again:
-  ``bootstrap`` (the percentile bootstrap, or half-sampling for FD and KID), returning an ``Interval``.
+  ``bootstrap`` (the percentile bootstrap, or half-sampling for FD and KID), returning an ``Interval``;
+  ``interval_text`` for an interval stored as JSON.
 
 The evaluations of samples against fixed references, with the data and the classifier loaded for you, are
 :func:`diffusion_lib.evaluation.digits.sample_quality` for the digits and
@@ -32,7 +33,7 @@ from diffusion_lib.metrics.features import (
     kernel_inception_distance,
     within_class_spread,
 )
-from diffusion_lib.metrics.intervals import Interval, bootstrap
+from diffusion_lib.metrics.intervals import Interval, bootstrap, interval_text
 from diffusion_lib.metrics.pixels import memorisation_rate, nearest_neighbour_distances, psnr
 from diffusion_lib.metrics.point_clouds import mmd_rbf, sliced_wasserstein
 
@@ -44,6 +45,7 @@ __all__ = [
     "conditional_accuracy",
     "coverage",
     "frechet_distance",
+    "interval_text",
     "kernel_inception_distance",
     "memorisation_rate",
     "mmd_rbf",

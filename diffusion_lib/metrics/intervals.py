@@ -24,7 +24,7 @@ The functions take tensors on any device (a resample is indexed on the sample's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +133,17 @@ def bootstrap(
         shift = value - float(torch.quantile(values, 0.5))
         low, high = low + shift, high + shift
     return Interval(value=value, low=low, high=high, level=float(level), resamples=int(resamples), method=method)
+
+
+def interval_text(entry: Mapping[str, float] | None, spec: str = ".3g") -> str:
+    """An interval as the benchmarks store it in JSON, ``{"value": v, "low": l, "high": h}``, as the text
+    ``"v [l, h]"``, each number formatted with ``spec``; ``"–"`` for None (not measured)."""
+    if entry is None:
+        return "–"
+    missing = {"value", "low", "high"} - set(entry)
+    if missing:
+        raise ValueError(f"entry must hold value, low and high, got {sorted(entry)} (missing {sorted(missing)})")
+    return f"{entry['value']:{spec}} [{entry['low']:{spec}}, {entry['high']:{spec}}]"
 
 
 def _finite(result: float | torch.Tensor) -> float:
