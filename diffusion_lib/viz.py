@@ -185,7 +185,7 @@ def field_panels(
     The arrow at x_t points towards sqrt(ᾱ_t) x̂_0, the denoiser's guess of the clean point, shrunk as the data are
     in x_t: the step sqrt(1 - ᾱ_t) ε̂ that removes the predicted noise. Every arrow is drawn at the same length (0.8
     of the grid spacing), so that the directions, and the basins they drain into, show even where the steps are
-    short; the step's length sqrt(1 - ᾱ_t) |ε̂| is the arrow's colour, on one scale for all panels (the colour bar).
+    short; the step's length sqrt(1 - ᾱ_t) ‖ε̂‖ is the arrow's colour, on one scale for all panels (the colour bar).
     ``data`` (N, 2), when given, is drawn shrunk the same way, as light dots.
 
     Args:
