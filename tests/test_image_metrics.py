@@ -22,6 +22,7 @@ from diffusion_lib.metrics import (
     frechet_distance,
     kernel_inception_distance,
     memorisation_rate,
+    memorised,
     nearest_neighbour_distances,
 )
 from diffusion_lib.models.classifier import DigitsClassifier, accuracy
@@ -255,6 +256,18 @@ def test_memorisation_rate_of_copies_of_training_images_is_one():
     assert memorisation_rate(nudged, train, test) < 0.05
 
 
+def test_memorised_flags_exactly_the_copies_and_its_mean_is_the_rate():
+    train, _ = load_digits("train")
+    test, _ = load_digits("test")
+    nudged = train[:200] + 0.5 * torch.randn(200, 1, 8, 8, generator=_gen(1))    # far from every training image
+    mixed = torch.cat([nudged[:100], train[500:550], nudged[100:]])             # copies at rows 100-149
+    flags = memorised(mixed, train, test)
+    assert flags.dtype == torch.bool and flags.shape == (250,)
+    assert bool(flags[100:150].all())
+    assert int(flags.sum()) - 50 <= 0.05 * 200                                   # nudged ones only at the quantile
+    assert memorisation_rate(mixed, train, test) == float(flags.double().mean())
+
+
 # --------------------------------------------------------------------------- classes
 
 
@@ -291,6 +304,7 @@ def test_conditional_accuracy_is_the_fraction_of_matches():
     (lambda: kernel_inception_distance(torch.zeros(5, 3), torch.zeros(4, 3), subsets=0), "subsets must be an int"),
     (lambda: nearest_neighbour_distances(torch.zeros(2, 4), torch.zeros(3, 5)), "reference must hold images"),
     (lambda: memorisation_rate(torch.zeros(2, 4), torch.zeros(3, 4), torch.zeros(3, 5)), "test must hold images"),
+    (lambda: memorised(torch.zeros(2, 4), torch.zeros(3, 5), torch.zeros(3, 4)), "train must hold images"),
     (lambda: memorisation_rate(torch.zeros(2, 4), torch.zeros(3, 4), torch.zeros(3, 4), quantile=1.0),
      r"quantile must be a finite number in \(0, 1\)"),
     (lambda: class_histogram(torch.tensor([0, 10])), r"predicted_labels must lie in \[0, num_classes\)"),

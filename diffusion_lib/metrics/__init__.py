@@ -9,7 +9,7 @@ psnr``):
   classes: ``frechet_distance``, ``kernel_inception_distance``; ``class_histogram``, ``coverage``,
   ``class_entropy``, ``within_class_spread``, ``conditional_accuracy``.
 - :mod:`diffusion_lib.metrics.pixels`, distances between images in pixel space: ``nearest_neighbour_distances``,
-  ``memorisation_rate``, ``psnr``.
+  ``memorised``, ``memorisation_rate``, ``psnr``.
 - :mod:`diffusion_lib.metrics.intervals`, how much any of them would move if the samples were drawn again:
   ``bootstrap`` (the percentile bootstrap, or half-sampling for FD and KID), returning an ``Interval``;
   ``interval_text`` for an interval stored as JSON.
@@ -34,7 +34,7 @@ from diffusion_lib.metrics.features import (
     within_class_spread,
 )
 from diffusion_lib.metrics.intervals import Interval, bootstrap, interval_text
-from diffusion_lib.metrics.pixels import memorisation_rate, nearest_neighbour_distances, psnr
+from diffusion_lib.metrics.pixels import memorisation_rate, memorised, nearest_neighbour_distances, psnr
 from diffusion_lib.metrics.point_clouds import mmd_rbf, sliced_wasserstein
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "interval_text",
     "kernel_inception_distance",
     "memorisation_rate",
+    "memorised",
     "mmd_rbf",
     "nearest_neighbour_distances",
     "psnr",

@@ -1,8 +1,8 @@
 """Pixel-space metrics: distances between images themselves, with no network in between.
 
 - *Memorisation*: the distance from each sample to its nearest training image (:func:`nearest_neighbour_distances`),
-  and the fraction of samples closer to a training image than nearly all held-out images are
-  (:func:`memorisation_rate`).
+  which samples are closer to a training image than nearly all held-out images are (:func:`memorised`), and their
+  fraction (:func:`memorisation_rate`).
 - *Reconstruction*: the peak signal-to-noise ratio of images against their references (:func:`psnr`).
 
 Images are (N, ...) tensors on any device; they are compared in float64 on the CPU, and the results are Python floats
@@ -58,23 +58,19 @@ def nearest_neighbour_distances(
     return torch.cat(distances)
 
 
-def memorisation_rate(
+def memorised(
     samples: torch.Tensor,
     train: torch.Tensor,
     test: torch.Tensor,
     quantile: float = 0.05,
-) -> float:
-    """Fraction of ``samples`` closer to a training image than all but a ``quantile`` of held-out images are.
+) -> torch.Tensor:
+    """Which ``samples`` are closer to a training image than all but a ``quantile`` of held-out images are.
 
     Let d(z) be the pixel-space distance from z to its nearest training image (:func:`nearest_neighbour_distances`),
-    and τ the ``quantile``-quantile of d over the test images (``torch.quantile``, linear interpolation). The rate
-    is the fraction of samples with d(sample) < τ. With the default 0.05, a sample counts as "memorised" when it is
-    closer to some training image than 95% of real unseen images are.
-
-    Reading a value: for real test images it is ``quantile`` by construction (up to 1/len(test), from the
-    interpolation: 18/360 = 0.05 for the digits); a model that generalises like fresh data scores about
-    ``quantile``; a model that copies its training images scores up to 1 (exact copies are at distance 0 < τ). The
-    threshold is relative, so the statistic needs no distance scale of its own.
+    and τ the ``quantile``-quantile of d over the test images (``torch.quantile``, linear interpolation). Sample i is
+    memorised when d(sample_i) < τ. With the default 0.05, a sample counts as "memorised" when it is closer to some
+    training image than 95% of real unseen images are. The per-sample flags are what a resampling interval of the
+    rate (:func:`memorisation_rate`) resamples.
 
     Args:
         samples: (N, ...) floating, the images to check.
@@ -83,7 +79,7 @@ def memorisation_rate(
         quantile: in (0, 1).
 
     Returns:
-        The rate in [0, 1], a Python float.
+        (N,) bool on the CPU: True where the sample is memorised.
     """
     check_real("quantile", quantile, low=0, high=1, low_open=True, high_open=True)
     for name, images in (("samples", samples), ("train", train), ("test", test)):
@@ -94,7 +90,30 @@ def memorisation_rate(
     d_samples = nearest_neighbour_distances(samples, train)                 # (N,)
     d_test = nearest_neighbour_distances(test, train)                       # (K,)
     threshold = torch.quantile(d_test, float(quantile))
-    return float((d_samples < threshold).to(torch.float64).mean())
+    return d_samples < threshold
+
+
+def memorisation_rate(
+    samples: torch.Tensor,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    quantile: float = 0.05,
+) -> float:
+    """Fraction of ``samples`` closer to a training image than all but a ``quantile`` of held-out images are: the
+    mean of :func:`memorised`.
+
+    Reading a value: for real test images it is ``quantile`` by construction (up to 1/len(test), from the
+    interpolation: 18/360 = 0.05 for the digits); a model that generalises like fresh data scores about
+    ``quantile``; a model that copies its training images scores up to 1 (exact copies are at distance 0 < τ). The
+    threshold is relative, so the statistic needs no distance scale of its own.
+
+    Args:
+        samples, train, test, quantile: as for :func:`memorised`.
+
+    Returns:
+        The rate in [0, 1], a Python float.
+    """
+    return float(memorised(samples, train, test, quantile).to(torch.float64).mean())
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
