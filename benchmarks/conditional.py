@@ -13,14 +13,19 @@ averaged over classes; real test digits for comparison), each with a 95% interva
 
 text: the captioned-shapes models with cross-attention (``shapes_text``), with one pooled text vector
 (``shapes_pooled``), with a frozen text encoder pretrained on captions alone (``shapes_text_frozen``, Imagen's
-recipe) and latent diffusion (``shapes_latent``), at guidance scales 1, 3 and 5, DPM-Solver++(2M) 20 steps: 500
-one-object and 500 two-object prompts drawn like the test set (seed 1, held-out pairs excluded) and 200 prompts of
-held-out pairs (never seen in training); adherence per attribute from
-:func:`diffusion_lib.models.shapes_classifier.adherence`, and the Fréchet distance between the shapes classifier's
-features of the samples and of the real images of the same prompts. ``text MODEL...`` re-measures only those.
+recipe), latent diffusion (``shapes_latent``) and cross-attention trained to predict v (``shapes_text_v``), at
+guidance scales 1, 3 and 5, DPM-Solver++(2M) 20 steps: 500 one-object and 500 two-object prompts drawn like the test
+set (seed 1, held-out pairs excluded) and 200 prompts of held-out pairs (never seen in training); adherence per
+attribute from :func:`diffusion_lib.evaluation.shapes.adherence` (two-object prompts: pairing and side apart, see that
+module), each
+with a 95% interval (percentile bootstrap of the per-prompt hits, 200 resamples), the chance line of each two-object
+rate per prompt set (:func:`~diffusion_lib.evaluation.shapes.two_object_chance`), and the Fréchet distance between
+the shapes classifier's features of the samples and of the real images of the same prompts (half-sample interval).
+``text MODEL...`` re-measures only those.
 
 sr: the super-resolution model (``shapes_sr``) on 500 test images downsampled to 8x8: PSNR to the 16x16 originals
-and how often the shapes classifier reads the original's attributes off the result, against bilinear upsampling.
+and how often the shapes classifier reads the original's attributes off the result, against bilinear upsampling,
+with 95% intervals (percentile bootstrap of the images).
 
 The results are shipped with the package (``diffusion_lib/pretrained/results/``), where the chapters read them.
 """
@@ -35,9 +40,9 @@ import torch
 from record import SHIPPED_RESULTS, machine, write_json
 
 from diffusion_lib.data import load_digits
-from diffusion_lib.data.shapes import CaptionedShapes, captioned_shapes
+from diffusion_lib.data.shapes import COLOURS, SHAPES, SIZES, CaptionedShapes, captioned_shapes
 from diffusion_lib.editing import downsample, super_resolve, upsample
-from diffusion_lib.evaluation.shapes import adherence
+from diffusion_lib.evaluation.shapes import adherence_hits, two_object_chance
 from diffusion_lib.metrics import bootstrap, frechet_distance, psnr, within_class_spread
 from diffusion_lib.pipelines import generate as generate_images
 from diffusion_lib.pretrained import load
@@ -45,8 +50,27 @@ from diffusion_lib.samplers import classifier_free_guidance, sample_ddim
 
 DIGIT_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 TEXT_SCALES = (1.0, 3.0, 5.0)
-TEXT_MODELS = ("shapes_text", "shapes_pooled", "shapes_text_frozen", "shapes_latent")
+TEXT_MODELS = ("shapes_text", "shapes_pooled", "shapes_text_frozen", "shapes_latent", "shapes_text_v")
 RESAMPLES = 200
+ONE_OBJECT_CHANCE = {"one.colour": 1 / len(COLOURS), "one.shape": 1 / len(SHAPES), "one.size": 1 / len(SIZES),
+                     "one.all": 1 / (len(COLOURS) * len(SHAPES) * len(SIZES))}
+
+
+def with_interval(key: str, interval) -> dict:
+    """``{key: value, key_low: low, key_high: high}`` of a :class:`~diffusion_lib.metrics.intervals.Interval`."""
+    return {key: interval.value, f"{key}_low": interval.low, f"{key}_high": interval.high}
+
+
+def rates_with_intervals(hits: dict[str, torch.Tensor]) -> dict:
+    """Each rate of :func:`~diffusion_lib.evaluation.shapes.adherence_hits` with its 95% interval (percentile
+    bootstrap of the per-prompt hits); a rate over fewer than two prompts has no interval."""
+    row: dict = {}
+    for key, hit in hits.items():
+        if len(hit) >= 2:
+            row |= with_interval(key, bootstrap(torch.mean, hit.double(), resamples=RESAMPLES))
+        else:
+            row[key] = float(hit.double().mean()) if len(hit) else None
+    return row
 
 
 def digits() -> dict:
@@ -55,10 +79,6 @@ def digits() -> dict:
     test_x, test_y = load_digits("test")
     requested = torch.arange(10).repeat_interleave(100)
     x_T = torch.randn(1000, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-
-    def with_interval(key: str, interval) -> dict:
-        return {key: interval.value, f"{key}_low": interval.low, f"{key}_high": interval.high}
-
     with torch.no_grad():
         real_features = classifier.features(test_x)
         rows = []
@@ -119,17 +139,24 @@ def text(names: list[str]) -> dict:
                 images = generate(model, schedule, meta, data.captions, scale)
                 seconds = time.perf_counter() - start
                 with torch.no_grad():
-                    fd = frechet_distance(classifier.features(images), real[kind])
-                scores = adherence(classifier.predict(images), data.scenes)
+                    features = classifier.features(images)
+                fd = bootstrap(lambda f, kind=kind: frechet_distance(f, real[kind]), features, resamples=RESAMPLES,
+                               method="half")
+                hits = adherence_hits(classifier.predict(images), data.scenes)
                 rows.append({"model": name, "mode": meta["model_config"]["mode"], "scale": scale, "prompts": kind,
-                             "n": len(data.captions), **scores, "fd": fd, "seconds": round(seconds, 1)})
-                print(rows[-1], flush=True)
+                             "n": len(data.captions), **rates_with_intervals(hits), **with_interval("fd", fd),
+                             "seconds": round(seconds, 1)})
+                print({k: v for k, v in rows[-1].items() if not k.endswith(("_low", "_high"))}, flush=True)
     return {"sampler": "DPM-Solver++(2M) 20 steps, x̂_0 clipped to [-1, 1] (pixels) or to the autoencoder's bound "
                        "(latents, then decoded), x_T seed 0",
             "prompts": "test: 500 one-object + 500 two-object captions drawn with seed 1 (held-out pairs excluded); "
                        "held_out: 200 captions of the held-out pairs, drawn with seed 0",
             "fd": "Fréchet distance between the shapes classifier's features of the samples and of the real images "
                   "of the same captions",
+            "intervals": "95%: rates by the percentile bootstrap of the per-prompt hits, FD by half-samples "
+                         f"(diffusion_lib.metrics.intervals), {RESAMPLES} resamples",
+            "chance": {kind: (ONE_OBJECT_CHANCE if kind == "test" else {}) | two_object_chance(data.scenes)
+                       for kind, data in sets.items()},
             "rows": rows, "machine": machine()}
 
 
@@ -144,26 +171,43 @@ def super_resolution() -> dict:
         seconds = time.perf_counter() - start
     rows = []
     for name, images in (("bilinear", upsample(low, 16)), ("diffusion SR, DDIM 20", sr), ("original", data.images)):
-        rows.append({"method": name, "psnr": psnr(images, data.images) if name != "original" else None,
-                     **adherence(classifier.predict(images), data.scenes)})
-        print(rows[-1], flush=True)
-    return {"n": 500, "low_resolution": 8, "rows": rows, "seconds": round(seconds, 1), "machine": machine()}
+        pairs = torch.stack([images, data.images], 1)                                     # (500, 2, 3, 16, 16)
+        quality = (with_interval("psnr", bootstrap(lambda p: psnr(p[:, 0], p[:, 1]), pairs, resamples=RESAMPLES))
+                   if name != "original" else {"psnr": None})
+        rows.append({"method": name, **quality, **rates_with_intervals(adherence_hits(classifier.predict(images),
+                                                                                      data.scenes))})
+        print({k: v for k, v in rows[-1].items() if not k.endswith(("_low", "_high"))}, flush=True)
+    return {"n": 500, "low_resolution": 8, "rows": rows, "seconds": round(seconds, 1),
+            "intervals": f"95%, percentile bootstrap of the images, {RESAMPLES} resamples", "machine": machine()}
+
+
+def cell(row: dict, key: str, spec: str = ".3f") -> str:
+    """``value [low, high]`` of a stored rate or metric, ``–`` when the row has none."""
+    if row.get(key) is None:
+        return "–"
+    if f"{key}_low" not in row:
+        return f"{row[key]:{spec}}"
+    return f"{row[key]:{spec}} [{row[key + '_low']:{spec}}, {row[key + '_high']:{spec}}]"
 
 
 def table() -> None:
     guidance = json.loads((SHIPPED_RESULTS / "digits_guidance.json").read_text())
     print("| scale | accuracy (chance 0.1) | FD | spread |\n| --- | --- | --- | --- |")
     for r in guidance["rows"]:
-        print(f"| {r['scale']:g} | " + " | ".join(f"{r[k]:{spec}} [{r[k + '_low']:{spec}}, {r[k + '_high']:{spec}}]"
-                                                for k, spec in (("accuracy", ".3f"), ("fd", ".1f"), ("spread", ".2f")))
-              + " |")
+        print(f"| {r['scale']:g} | {cell(r, 'accuracy')} | {cell(r, 'fd', '.1f')} | {cell(r, 'spread', '.2f')} |")
     adh = json.loads((SHIPPED_RESULTS / "text_adherence.json").read_text())
-    print("\n| model | scale | prompts | one: colour | shape | size | all | two: count | binding | swapped | FD |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    keys = ("one.all", "two.pairing", "two.side", "two.binding", "two.swapped")
+    print("\n| model | scale | prompts | one object: all | two: pairing | side (of paired) | binding | swapped | FD |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for kind, chance in adh["chance"].items():
+        print(f"| chance | – | {kind} | " + " | ".join(cell(chance, k) for k in keys) + " | – |")
     for r in adh["rows"]:
-        one = [f"{r[k]:.3f}" if k in r else "–" for k in ("one.colour", "one.shape", "one.size", "one.all")]
-        two = [f"{r[k]:.3f}" for k in ("two.count", "two.binding", "two.swapped")]
-        print(f"| {r['model']} | {r['scale']:g} | {r['prompts']} | " + " | ".join(one + two) + f" | {r['fd']:.1f} |")
+        print(f"| {r['model']} | {r['scale']:g} | {r['prompts']} | " + " | ".join(cell(r, k) for k in keys)
+              + f" | {cell(r, 'fd', '.1f')} |")
+    sr = json.loads((SHIPPED_RESULTS / "super_resolution.json").read_text())
+    print("\n| method | PSNR (dB) | one object: all | two: binding |\n| --- | --- | --- | --- |")
+    for r in sr["rows"]:
+        print(f"| {r['method']} | {cell(r, 'psnr', '.1f')} | {cell(r, 'one.all')} | {cell(r, 'two.binding')} |")
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def sdedit(
     steps: int = 50,
     *,
     cond: Any = None,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -93,7 +93,7 @@ def inpaint(
     *,
     eta: float = 1.0,
     cond: Any = None,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -143,7 +143,7 @@ def super_resolve(
     side: int,
     steps: int = 50,
     *,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     clip_x0: float | str | None = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

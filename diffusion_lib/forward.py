@@ -23,6 +23,20 @@ from diffusion_lib.schedules import NoiseSchedule
 PARAMETERIZATIONS = ("eps", "x0", "v")
 
 
+def resolve_parameterization(parameterization: str, denoiser: object) -> str:
+    """What the denoiser's output is, after checking it: ``"eps"``, ``"x0"`` or ``"v"`` as given, or for ``"auto"``
+    the denoiser's own ``parameterization`` attribute (which :func:`diffusion_lib.pretrained.load` sets from the
+    record), ``"eps"`` when it has none. Raises ValueError naming parameterization."""
+    source = ""
+    if parameterization == "auto":
+        parameterization = getattr(denoiser, "parameterization", "eps")
+        source = " (from the denoiser's attribute denoiser.parameterization)"
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS} or 'auto', got "
+                         f"{parameterization!r}{source}")
+    return parameterization
+
+
 def q_sample(
     schedule: NoiseSchedule,
     x0: torch.Tensor,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from diffusion_lib.checks import check_choice
-from diffusion_lib.forward import PARAMETERIZATIONS, prediction_target, q_sample
+from diffusion_lib.forward import PARAMETERIZATIONS, prediction_target, q_sample, resolve_parameterization
 from diffusion_lib.schedules import NoiseSchedule
 
 
@@ -105,7 +105,7 @@ def evaluate_loss(
     seed: int = 0,
     repeats: int = 4,
     batch_size: int = 512,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
 ) -> float:
     """The denoising loss on held-out data, averaged over ``repeats`` draws of (t, ε) per example.
 
@@ -115,7 +115,10 @@ def evaluate_loss(
     Args:
         model: the denoiser, called in eval mode.
         data: (N, ...) clean examples; ``cond`` one per example: a tensor (N, ...), a dict of them, or None.
+        parameterization: the model's target, as in :func:`diffusion_loss_per_example`; ``"auto"`` (the default):
+            the model's ``parameterization`` attribute, which a loaded model carries, or ``"eps"``.
     """
+    parameterization = resolve_parameterization(parameterization, model)
     generator = torch.Generator().manual_seed(seed)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):

@@ -22,6 +22,7 @@ from torch import nn
 from diffusion_lib import checkpoints
 from diffusion_lib.checks import is_real
 from diffusion_lib.families import FAMILIES
+from diffusion_lib.forward import PARAMETERIZATIONS
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
 from diffusion_lib.models.emoji_classifier import EmojiClassifier, EmojiClassifierConfig
@@ -61,7 +62,8 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     without ``.json``), e.g. ``runs/digits-ema`` written by ``python -m diffusion_lib.train``.
 
     A denoiser (a ``UNet`` or ``TextConditionedUNet``) carries ``clip_x0``, the bound of the data it was trained on
-    (1.0 for pixels in [-1, 1]; None for latents), which the samplers apply by default, and comes with its
+    (1.0 for pixels in [-1, 1]; None for latents), and ``parameterization``, what it predicts (``"eps"``, ``"x0"`` or
+    ``"v"``; ``"eps"`` for a record that does not say), which the samplers apply by default, and comes with its
     :class:`~diffusion_lib.schedules.NoiseSchedule`: ``sample_ddim(model, x_T, schedule)`` gives valid images.
 
     Returns:
@@ -95,6 +97,10 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     model.load_state_dict(tensors)
     if denoiser:
         model.clip_x0 = None if record["clip_x0"] is None else float(record["clip_x0"])
+        model.parameterization = record.get("parameterization", "eps")  # older records: all ε models
+        if model.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"{json_file}: parameterization must be one of {PARAMETERIZATIONS}, got "
+                             f"{model.parameterization!r}")
     return Pretrained(model.to(device).eval(), schedule, record)
 
 

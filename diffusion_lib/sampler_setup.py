@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffusion_lib.checks import check_choice, check_int, is_real
-from diffusion_lib.forward import PARAMETERIZATIONS, eps_from_x0, eps_x0_from_prediction
+from diffusion_lib.forward import eps_from_x0, eps_x0_from_prediction, resolve_parameterization
 from diffusion_lib.schedules import NoiseSchedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
@@ -93,7 +93,7 @@ class SamplerRun:
         steps: int,
         *,
         name: str = "x_T",
-        parameterization: str = "eps",
+        parameterization: str = "auto",
         cond: Any = None,
         spacing: str = "trailing",
         timesteps: Sequence[int] | None = None,
@@ -102,11 +102,11 @@ class SamplerRun:
         progress: bool = False,
     ) -> SamplerRun:
         """Check the arguments the samplers share (see :func:`~diffusion_lib.samplers.sample_ddpm`) and the tensor
-        ``x`` (B, ...) they start from (named ``name`` in errors, see :func:`check_start`); resolve ``clip_x0`` and the
-        timesteps to visit: ``timesteps`` itself (checked to be strictly decreasing in [0, T)), or
-        ``make_timesteps(schedule, steps, spacing)``."""
+        ``x`` (B, ...) they start from (named ``name`` in errors, see :func:`check_start`); resolve ``parameterization``
+        (:func:`resolve_parameterization`), ``clip_x0`` and the timesteps to visit: ``timesteps`` itself (checked to
+        be strictly decreasing in [0, T)), or ``make_timesteps(schedule, steps, spacing)``."""
         check_start(x, name, denoiser)
-        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        parameterization = resolve_parameterization(parameterization, denoiser)
         if timesteps is None:
             ts = make_timesteps(schedule, steps, spacing)
         else:

@@ -111,7 +111,7 @@ def sample_ddpm(
     steps: int | None = None,
     *,
     variance: str = "beta_tilde",
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
@@ -135,7 +135,8 @@ def sample_ddpm(
         steps: how many timesteps to visit; all T (the paper's sampler) when omitted.
         variance: ``"beta_tilde"`` (the posterior's, best for data concentrated near points) or ``"beta"``
             (the forward step's, best for N(0, I)-like data); Ho et al. found both work.
-        parameterization: what the denoiser predicts: ``"eps"``, ``"x0"`` or ``"v"``.
+        parameterization: what the denoiser predicts: ``"eps"``, ``"x0"`` or ``"v"``; ``"auto"`` (the default): the
+            denoiser's ``parameterization`` attribute, which a loaded model carries, or ``"eps"`` when it has none.
         cond: passed to the denoiser unchanged (class labels, text embeddings, ...).
         spacing, timesteps: which timesteps to visit when ``steps < T`` (see
             :func:`~diffusion_lib.sampler_setup.make_timesteps`), or the timesteps themselves, decreasing.
@@ -175,7 +176,7 @@ def sample_ddim(
     steps: int = 50,
     *,
     eta: float = 0.0,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
@@ -210,7 +211,7 @@ def sample_dpmpp_2m(
     schedule: NoiseSchedule,
     steps: int = 20,
     *,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
@@ -253,7 +254,7 @@ def ddim_invert(
     steps: int = 50,
     *,
     refine: int = 0,
-    parameterization: str = "eps",
+    parameterization: str = "auto",
     cond: Any = None,
     spacing: str = "trailing",
     timesteps: Sequence[int] | None = None,
@@ -325,6 +326,7 @@ def classifier_free_guidance(model: Callable, scale: float) -> Denoiser:
         return unconditional + scale * (conditional - unconditional)
 
     guided.clip_x0 = getattr(model, "clip_x0", None)  # the data's bound, for the samplers' clip_x0="auto"
+    guided.parameterization = getattr(model, "parameterization", "eps")  # guidance is linear in any of the three
     return guided
 
 

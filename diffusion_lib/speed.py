@@ -61,11 +61,13 @@ def fast_denoiser(model: nn.Module, *, bf16: bool | None = None, channels_last: 
 
     Returns:
         The denoiser. Its output is a fresh tensor in the dtype of ``x_t``. It carries ``model``'s ``clip_x0``
-        attribute (None when the model has none), which the samplers' ``clip_x0="auto"`` reads.
+        attribute (None when the model has none) and its ``parameterization`` (``"eps"`` when it has none), which the
+        samplers' ``"auto"`` defaults read.
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     clip_x0 = getattr(model, "clip_x0", None)  # the data's bound, for the samplers' clip_x0="auto"
+    parameterization = getattr(model, "parameterization", "eps")  # for the samplers' parameterization="auto"
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     bf16 = native_bf16(device) if bf16 is None else bf16
     channels_last = True if channels_last is None else channels_last
@@ -91,5 +93,5 @@ def fast_denoiser(model: nn.Module, *, bf16: bool | None = None, channels_last: 
         # a CUDA graph's output is overwritten by its next replay: hand the sampler its own copy
         return out.to(x_t.dtype, memory_format=torch.contiguous_format, copy=cuda_graphs)
 
-    denoiser.clip_x0 = clip_x0
+    denoiser.clip_x0, denoiser.parameterization = clip_x0, parameterization
     return denoiser

@@ -13,8 +13,10 @@ import torch
 
 from diffusion_lib import checkpoints
 from diffusion_lib.data import load_digits
+from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.models.unet import unet_from_preset
 from diffusion_lib.pretrained import load
+from diffusion_lib.recipes.diffusion import load_data
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.command import main
@@ -133,6 +135,7 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys):
     (("ema_decay = 0.9", 'ema_decay = 0.9\namp = "fp8"'), "train.amp must be one of"),
     (("ema_decay = 0.9", 'ema_decay = 0.9\ncompile = "fast"'), "train.compile must be true, false or one of"),
     (("T = 100", "T = 0"), "schedule.T must be an int >= 1"),
+    (("ema_decay = 0.9", 'ema_decay = 0.9\nparameterization = "score"'), "train.parameterization must be one of"),
 ])
 def test_a_bad_config_value_is_one_line_naming_the_key_and_the_file(tmp_path, capsys, edit, message):
     config = _config(tmp_path, "bad.toml", TINY.replace(*edit))
@@ -324,6 +327,27 @@ def test_every_shipped_checkpoint_is_whole():
 def test_a_loaded_denoiser_carries_the_bound_of_its_data(name, clip_x0):
     model, _, meta = load(name)
     assert model.clip_x0 == meta["clip_x0"] == clip_x0  # pixels lie in [-1, 1]; latents have no fixed bound
+
+
+def test_an_export_records_what_the_model_predicts_and_the_loaded_model_carries_it(tmp_path):
+    config = _config(tmp_path, text=TINY.replace("ema_decay = 0.9", 'ema_decay = 0.9\nparameterization = "v"'))
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    model, schedule, meta = load(tmp_path / "runs" / "tiny-ema")
+    assert meta["parameterization"] == model.parameterization == "v"
+    assert json.loads((tmp_path / "runs" / "tiny.json").read_text())["trainer"]["parameterization"] == "v"
+    test_images, _ = load_data(read_config(config)["data"], "test")
+    as_v = evaluate_loss(model, test_images, schedule, seed=0, parameterization="v")
+    assert meta["test_loss"] == pytest.approx(as_v, rel=1e-5)  # the recorded loss is the v loss
+    assert evaluate_loss(model, test_images, schedule, seed=0) == as_v  # by default, what the model predicts
+    assert evaluate_loss(model, test_images, schedule, seed=0, parameterization="eps") != pytest.approx(as_v)
+    assert load("digits").model.parameterization == "eps"  # a record from before the key: an ε model
+
+
+def test_a_record_with_an_unknown_parameterization_is_refused(tmp_path):
+    path = _export_copy(tmp_path, "digits", lambda meta: meta.update(parameterization="score"))
+    message = r"digits\.json: parameterization must be one of \('eps', 'x0', 'v'\), got 'score'"
+    with pytest.raises(ValueError, match=message):
+        load(path)
 
 
 def test_an_export_records_the_bound_of_its_data(tmp_path):

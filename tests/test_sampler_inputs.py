@@ -187,3 +187,42 @@ def test_super_resolution_clips_to_one_when_the_denoiser_says_nothing():
     torch.testing.assert_close(default, one, rtol=0, atol=0)
     half = super_resolve(WrongNoise(clip_x0=0.5), low, SCHEDULE, 4, 5, generator=torch.Generator().manual_seed(0))
     assert half.abs().max() <= 0.5
+
+
+# --------------------------------------------------------------------------- parameterization
+
+
+class PredictsV(WrongNoise):
+    """The same network, declared to predict v: the samplers must read its output as v by default."""
+
+    parameterization = "v"
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_the_shortest_call_reads_the_output_as_the_denoisers_parameterization(name):
+    by_attribute = SAMPLERS[name](PredictsV(clip_x0=1.0), _x_T())
+    torch.testing.assert_close(by_attribute, SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T(), parameterization="v"),
+                               rtol=0, atol=0)
+    as_eps = SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T())  # no attribute: ε
+    torch.testing.assert_close(as_eps, SAMPLERS[name](WrongNoise(clip_x0=1.0), _x_T(), parameterization="eps"),
+                               rtol=0, atol=0)
+    assert not torch.equal(by_attribute, as_eps)
+    explicit = SAMPLERS[name](PredictsV(clip_x0=1.0), _x_T(), parameterization="eps")  # an explicit value wins
+    torch.testing.assert_close(explicit, as_eps, rtol=0, atol=0)
+
+
+def test_a_bad_parameterization_is_refused_by_name_whether_given_or_carried():
+    message = r"parameterization must be one of \('eps', 'x0', 'v'\) or 'auto', got 'score'$"
+    with pytest.raises(ValueError, match=message):
+        sample_ddim(WrongNoise(), _x_T(), SCHEDULE, 3, parameterization="score")
+    carried = WrongNoise()
+    carried.parameterization = "flow"
+    with pytest.raises(ValueError, match=r"got 'flow' \(from the denoiser's attribute denoiser.parameterization\)"):
+        sample_ddim(carried, _x_T(), SCHEDULE, 3)
+
+
+def test_guidance_and_the_fast_denoiser_keep_the_parameterization():
+    assert classifier_free_guidance(PredictsV(), 2.0).parameterization == "v"
+    assert classifier_free_guidance(WrongNoise(), 2.0).parameterization == "eps"
+    assert fast_denoiser(PredictsV(), bf16=False, channels_last=False, compile=False).parameterization == "v"
+    assert fast_denoiser(WrongNoise(), bf16=False, compile=False).parameterization == "eps"

@@ -385,7 +385,7 @@ def test_bad_input_is_rejected_with_a_clear_error():
         sample_dpmpp_2m(denoiser, x_T, schedule, 1001)
     with pytest.raises(ValueError, match="spacing must be one of"):
         sample_ddim(denoiser, x_T, schedule, 10, spacing="uniform")
-    with pytest.raises(ValueError, match=r"parameterization must be one of \('eps', 'x0', 'v'\), got 'score'"):
+    with pytest.raises(ValueError, match=r"parameterization must be one of \('eps', 'x0', 'v'\) or 'auto'"):
         sample_ddim(denoiser, x_T, schedule, 10, parameterization="score")
     with pytest.raises(ValueError, match="variance must be one of"):
         sample_ddpm(denoiser, x_T, schedule, variance="learned")

@@ -1,9 +1,10 @@
 """The shipped shapes classifier reads every attribute, and prompt adherence counts what it should."""
 
+import pytest
 import torch
 
 from diffusion_lib.data.shapes import captioned_shapes, parse_caption
-from diffusion_lib.evaluation.shapes import adherence
+from diffusion_lib.evaluation.shapes import adherence, adherence_hits, two_object_chance
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.shapes_classifier import TEST_SEED, perturb
 
@@ -22,8 +23,48 @@ def test_adherence_of_the_true_attributes_is_perfect_and_a_colour_swap_is_caught
     one = data.count == 1
     swapped["colour"][one] = data.colour[one]
     scores = adherence(swapped, data.scenes)
+    two = data.count == 2
+    alike = float((data.shape[two, 0] == data.shape[two, 1]).float().mean())
+    assert 0 < alike < 1
     assert scores["two.binding"] == 0 and scores["two.swapped"] == 1 and scores["two.shape"] == 1
+    # with two alike shapes, exchanging the colours is the same picture as exchanging the sides
+    assert scores["two.pairing"] == alike and scores["two.side"] == 0
     assert scores["one.all"] == 1
+
+
+def test_a_mirrored_picture_is_paired_right_on_the_wrong_sides_and_not_swapped():
+    data = captioned_shapes(300, 7, two_object_fraction=1.0)
+    mirrored = truth(data)
+    mirrored["colour"], mirrored["shape"] = mirrored["colour"].flip(1), mirrored["shape"].flip(1)
+    scores = adherence(mirrored, data.scenes)
+    assert scores["two.pairing"] == 1 and scores["two.side"] == 0 and scores["two.binding"] == 0
+    assert scores["two.swapped"] == 0 and "one.all" not in scores
+    hits = adherence_hits(mirrored, data.scenes)
+    distinct = int((data.shape[:, 0] != data.shape[:, 1]).sum())
+    assert len(hits["two.pairing"]) == 300 and len(hits["two.side"]) == 300 and len(hits["two.swapped"]) == distinct
+    assert len(hits["two.colour"]) == 600
+
+
+def test_chance_rates_are_what_random_pairing_and_placing_scores():
+    data = captioned_shapes(400, 8, two_object_fraction=1.0)
+    rng = torch.Generator().manual_seed(0)
+    totals: dict[str, float] = {}
+    draws = 200
+    for _ in range(draws):
+        guess = truth(data)
+        swap_colours = torch.rand(400, generator=rng) < 0.5          # which colour goes with which shape
+        mirror = torch.rand(400, generator=rng) < 0.5                # which pair goes on the left
+        guess["colour"][swap_colours] = guess["colour"][swap_colours].flip(1)
+        for key in ("colour", "shape"):
+            guess[key][mirror] = guess[key][mirror].flip(1)
+        for key, value in adherence(guess, data.scenes).items():
+            totals[key] = totals.get(key, 0.0) + value / draws
+    chance = two_object_chance(data.scenes)
+    for key, value in chance.items():
+        assert abs(totals[key] - value) < 0.01, (key, totals[key], value)
+    assert 0.25 < chance["two.binding"] < 0.5 and chance["two.side"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="two objects"):
+        two_object_chance(captioned_shapes(10, 0, two_object_fraction=0.0).scenes)
 
 
 def test_adherence_counts_each_attribute_on_its_own():

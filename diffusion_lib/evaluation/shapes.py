@@ -1,12 +1,61 @@
 """Prompt adherence on the captioned shapes: how often the attributes the shipped reference classifier
 (:class:`~diffusion_lib.models.shapes_classifier.ShapesClassifier`) reads off generated images are the ones their
-prompts asked for."""
+prompts asked for.
+
+A two-object prompt asks for two things at once: which colour goes with which shape (*pairing*) and which object is
+on which side (*side*). They are scored apart, because a model can learn one without the other:
+
+- ``two.pairing``: two objects are read, and they are the two colour-shape pairs asked for, on either side;
+- ``two.side``: of the prompts paired right, the fraction with each object on its requested side;
+- ``two.binding``: both at once (two objects, each colour and shape right in its place);
+- ``two.swapped``: the two colours exchanged between the two shapes (on either side), over the prompts whose two
+  shapes differ (with two alike shapes an exchange of colours is only an exchange of sides).
+
+:func:`two_object_chance` gives what a model scores that draws the right two colours and two shapes but pairs and
+places them at random: the chance line of each of these rates.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from diffusion_lib.data.shapes import Scene, from_scenes
+
+
+def adherence_hits(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[str, torch.Tensor]:
+    """Per-prompt hits: for each rate of :func:`adherence`, a bool tensor (M,) with one entry per prompt the rate is
+    taken over (its mean is the rate), for resampling intervals. Keys are missing for a kind with no prompts, and
+    ``two.side`` / ``two.swapped`` are empty tensors when no prompt is paired right / has two different shapes.
+
+    ``predicted`` as from :meth:`~diffusion_lib.models.shapes_classifier.ShapesClassifier.predict` (count (N,),
+    colour and shape (N, 2), size (N,)); ``scenes`` the N prompts, e.g. from
+    :func:`~diffusion_lib.data.shapes.parse_caption`."""
+    asked = from_scenes(scenes)
+    if len(asked) != len(predicted["count"]):
+        raise ValueError(f"{len(predicted['count'])} predictions for {len(asked)} prompts")
+    one, two = asked.count == 1, asked.count == 2
+    right_count = predicted["count"] == asked.count
+    colour, shape = predicted["colour"], predicted["shape"]                  # (N, 2) each
+    colour_ok, shape_ok = colour == asked.colour, shape == asked.shape        # (N, 2) each
+    hits: dict[str, torch.Tensor] = {}
+    if one.any():
+        size_ok = predicted["size"] == asked.size
+        hits |= {"one.count": right_count[one], "one.colour": colour_ok[one, 0], "one.shape": shape_ok[one, 0],
+                 "one.size": size_ok[one],
+                 "one.all": (right_count & colour_ok[:, 0] & shape_ok[:, 0] & size_ok)[one]}
+    if two.any():
+        in_place = right_count & colour_ok.all(1) & shape_ok.all(1)                                    # (N,)
+        mirrored = (right_count & (colour.flip(1) == asked.colour).all(1) & (shape.flip(1) == asked.shape).all(1))
+        paired = in_place | mirrored
+        exchanged = torch.stack([asked.colour[:, 1], asked.colour[:, 0]], 1)   # each shape with the other's colour
+        swapped = right_count & (((colour == exchanged) & shape_ok).all(1)
+                                 | ((colour.flip(1) == exchanged) & (shape.flip(1) == asked.shape)).all(1))
+        distinct = two & (asked.shape[:, 0] != asked.shape[:, 1])
+        hits |= {"two.count": right_count[two], "two.colour": colour_ok[two].flatten(),
+                 "two.shape": shape_ok[two].flatten(), "two.pairing": paired[two],
+                 "two.side": in_place[two & paired], "two.binding": in_place[two],
+                 "two.swapped": swapped[distinct]}
+    return hits
 
 
 def adherence(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[str, float]:
@@ -16,30 +65,25 @@ def adherence(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[s
 
     Returns fractions in [0, 1], over the one-object prompts: ``one.count``, ``one.colour``, ``one.shape``,
     ``one.size``, ``one.all``; over the two-object prompts: ``two.count``, ``two.colour`` and ``two.shape`` (per
-    object, in its place), ``two.binding`` (two objects, both colours and both shapes right, each on its side) and
-    ``two.swapped`` (the two colours exchanged between the shapes); keys are missing for a kind with no prompts.
-    """
-    asked = from_scenes(scenes)
-    if len(asked) != len(predicted["count"]):
-        raise ValueError(f"{len(predicted['count'])} predictions for {len(asked)} prompts")
-    one, two = asked.count == 1, asked.count == 2
-    right_count = predicted["count"] == asked.count
-    colour_ok, shape_ok = predicted["colour"] == asked.colour, predicted["shape"] == asked.shape
-    result: dict[str, float] = {}
+    object, in its place), ``two.pairing``, ``two.side``, ``two.binding`` and ``two.swapped`` as in the module
+    docstring. Keys are missing for a kind with no prompts; ``two.side`` and ``two.swapped`` are NaN when nothing is
+    paired right or no prompt has two different shapes."""
+    return {key: float(hit.float().mean()) if len(hit) else float("nan")
+            for key, hit in adherence_hits(predicted, scenes).items()}
 
-    def rate(hit: torch.Tensor, where: torch.Tensor) -> float:
-        return float(hit[where].float().mean())
 
-    if one.any():
-        size_ok = predicted["size"] == asked.size
-        result |= {"one.count": rate(right_count, one), "one.colour": rate(colour_ok[:, 0], one),
-                   "one.shape": rate(shape_ok[:, 0], one), "one.size": rate(size_ok, one),
-                   "one.all": rate(right_count & colour_ok[:, 0] & shape_ok[:, 0] & size_ok, one)}
-    if two.any():
-        swapped = (predicted["colour"][:, 0] == asked.colour[:, 1]) & (predicted["colour"][:, 1] == asked.colour[:, 0])
-        result |= {"two.count": rate(right_count, two),
-                   "two.colour": float(colour_ok[two].float().mean()),
-                   "two.shape": float(shape_ok[two].float().mean()),
-                   "two.binding": rate(right_count & colour_ok.all(1) & shape_ok.all(1), two),
-                   "two.swapped": rate(right_count & swapped & shape_ok.all(1), two)}
-    return result
+def two_object_chance(scenes: list[Scene]) -> dict[str, float]:
+    """The two-object rates of a model that draws both colours and both shapes asked for by each prompt in
+    ``scenes`` but pairs them (which colour with which shape) and places them (which on the left) at random, each of
+    the four arrangements equally likely: ``two.pairing``, ``two.side``, ``two.binding``, ``two.swapped``, as in
+    :func:`adherence`. With two different shapes, pairing and swapping are 1/2 each, side 1/2 and binding 1/4; with
+    two alike shapes, any arrangement pairs right, so pairing is 1 and binding 1/2. Raises ValueError when no scene has
+    two objects."""
+    pairs = [scene.objects for scene in scenes if len(scene.objects) == 2]
+    if not pairs:
+        raise ValueError("two_object_chance needs scenes with two objects")
+    alike = torch.tensor([left.shape == right.shape for left, right in pairs], dtype=torch.float64)
+    pairing = (alike + (1 - alike) / 2).mean()
+    binding = (alike / 2 + (1 - alike) / 4).mean()
+    return {"two.pairing": float(pairing), "two.side": float(binding / pairing), "two.binding": float(binding),
+            "two.swapped": 0.5 if (1 - alike).any() else float("nan")}

@@ -121,7 +121,8 @@ def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, la
 
 def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path:
     """Write the EMA weights (or the raw ones without EMA) and what is needed to rebuild the model, with
-    ``clip_x0``, the bound of its data (1.0 for pixels in [-1, 1], None for latents), which the samplers apply.
+    ``clip_x0``, the bound of its data (1.0 for pixels in [-1, 1], None for latents), and ``parameterization``, what
+    it predicts, which the samplers apply.
 
     The record names ``model_class`` and ``model_config``, which :func:`diffusion_lib.pretrained.load` rebuilds the
     model from. With ``test_data`` = (images, labels), the JSON also records the denoising loss on it
@@ -131,12 +132,14 @@ def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path
     record = {**meta, "model_class": type(trainer.model).__name__,
               "model_config": dataclasses.asdict(trainer.model.config), "steps": trainer.step,
               "weights": "ema" if trainer.ema_model is not None else "raw",
-              "clip_x0": None if meta["config"]["data"]["latent"] else 1.0}  # pixels lie in [-1, 1]
+              "clip_x0": None if meta["config"]["data"]["latent"] else 1.0,  # pixels lie in [-1, 1]
+              "parameterization": trainer.parameterization}
     if test_data is not None:
         images, cond = test_data
         cond = {k: v.to(trainer.device) for k, v in cond.items()} if isinstance(cond, dict) else cond
         cond = cond.to(trainer.device) if isinstance(cond, torch.Tensor) else cond
-        record["test_loss"] = evaluate_loss(model, images.to(trainer.device), trainer.schedule, cond=cond, seed=0)
+        record["test_loss"] = evaluate_loss(model, images.to(trainer.device), trainer.schedule, cond=cond, seed=0,
+                                            parameterization=trainer.parameterization)
     return checkpoints.save(path, dict(model.state_dict()), record)
 
 
@@ -166,7 +169,8 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
                           weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
                           grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]),
                           ema_decay=t["ema_decay"], amp=None if t["amp"] == "none" else t["amp"],
-                          compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"])
+                          compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"],
+                          parameterization=t["parameterization"])
         if resume:
             trainer.load_state(state_path)
             if rank == 0:

@@ -23,7 +23,8 @@ missing file is a one-line error that names the key and the file::
     [schedule]  name = "linear" | "cosine", T
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
                 amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
-                log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance)
+                log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance), parameterization
+                (the model's target: "eps", the default, "x0" or "v"; see diffusion_lib.forward)
 
 A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
 autoregressive model on the digits), with the same command; :func:`read_family_config` checks it::
@@ -52,6 +53,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from diffusion_lib.data.emoji import SIZES
 from diffusion_lib.families import FAMILIES
+from diffusion_lib.forward import PARAMETERIZATIONS
 from diffusion_lib.models.unet import UNetConfig
 from diffusion_lib.train.trainer import COMPILE_MODES
 
@@ -91,6 +93,7 @@ SCHEMA: dict[str, Schema] = {
         "log_every": ((int,), 100),
         "checkpoint_every": ((int,), 1000),
         "cond_dropout": ((float, int), 0.0),
+        "parameterization": ((str,), "eps"),
     },
 }
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # "none": full precision
@@ -120,6 +123,7 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": (lambda v: v >= 1, "an int >= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, "an int >= 1 (steps between checkpoints)"),
     "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.parameterization": (lambda v: v in PARAMETERIZATIONS, f"one of {PARAMETERIZATIONS} (the model's target)"),
 }
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the book's configs, shipped with the package
 TEXT_SCHEMA: Schema = {
