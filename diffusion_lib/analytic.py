@@ -15,7 +15,10 @@ For two kinds of data distribution E[x_0 | x_t] has a closed form:
   · (x_t - sqrt(ᾱ_t) μ_k); the responsibilities of the components weight these means.
 
 Both are callables with the library's denoiser signature ``(x_t, t, cond=None) -> ε``, so every sampler runs on them
-with no training at all.
+with no training at all. Built on a :class:`~diffusion_lib.schedules.NoiseSchedule` they take its timestep index t;
+built on a Gaussian path x_t = α x_0 + σ ε (:mod:`diffusion_lib.paths`: rectified flow, EDM, ...) they take the time
+the path gives its network (:meth:`~diffusion_lib.paths.GaussianPath.model_time`), and the formulas above hold with
+sqrt(ᾱ_t) → α and 1 - ᾱ_t → σ².
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ import math
 
 import torch
 
+from diffusion_lib.checks import check_choice
 from diffusion_lib.forward import eps_from_x0
+from diffusion_lib.paths import GaussianPath
 from diffusion_lib.schedules import NoiseSchedule
+
+ANALYTIC_PARAMETERIZATIONS = ("eps", "x0")
 
 
 class FinitePointDenoiser:
@@ -33,22 +40,23 @@ class FinitePointDenoiser:
 
     Args:
         points: the data, shape (N, ...) (2-D points (N, 2), or images (N, C, H, W)).
-        schedule: the noise schedule that defines x_t.
+        schedule: the noise schedule, or the Gaussian path, that defines x_t.
         chunk: how many x_t to compare with all N points at once (memory ~ chunk · N).
+        parameterization: what a call returns: ε* (``"eps"``) or E[x_0 | x_t] (``"x0"``, defined even at pure noise,
+            where α = 0 and ε* says nothing of x_0). The samplers' ``parameterization="auto"`` reads it.
     """
 
-    def __init__(self, points: torch.Tensor, schedule: NoiseSchedule, chunk: int = 4096):
+    def __init__(self, points: torch.Tensor, schedule: NoiseSchedule | GaussianPath, chunk: int = 4096,
+                 parameterization: str = "eps"):
         if points.ndim < 2 or points.shape[0] < 1:
             raise ValueError(f"points must have shape (N, ...) with N >= 1, got {tuple(points.shape)}")
-        self.points, self.schedule, self.chunk = points, schedule, chunk
+        self.points, self.schedule, self.chunk = points, _check_schedule(schedule), chunk
+        self.parameterization = check_choice("parameterization", parameterization, ANALYTIC_PARAMETERIZATIONS)
 
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """E[x_0 | x_t], shape of ``x_t`` (B, ...)."""
         _check_data_shape(x_t, self.points.shape[1:])
-        batch = x_t.shape[0]
-        alpha_bar = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)  # ᾱ_t, (B, 1)
-        sqrt_alpha_bar = self.schedule.gather("sqrt_alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)
-        one_minus = self.schedule.gather("one_minus_alphas_cumprod", t, x_t).reshape(-1, 1).expand(batch, 1)
+        alpha_bar, sqrt_alpha_bar, one_minus, _ = _levels(self.schedule, t, x_t)  # ᾱ_t, sqrt(ᾱ_t), 1 - ᾱ_t: (B, 1)
         points = self.points.to(x_t).flatten(1)  # (N, D)
         sq_norms = (points**2).sum(1)  # (N,)
         flat = x_t.flatten(1)  # (B, D)
@@ -62,8 +70,9 @@ class FinitePointDenoiser:
         return torch.cat(means).reshape(x_t.shape)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
-        """ε*(x_t, t), shape of ``x_t``. ``cond`` is ignored: the data are unconditional."""
-        return _eps_from_mean(self.schedule, x_t, t, self.posterior_mean(x_t, t))
+        """ε*(x_t, t) (or E[x_0 | x_t], see ``parameterization``), shape of ``x_t``. ``cond`` is ignored: the data
+        are unconditional."""
+        return _output(self, x_t, t)
 
 
 class GaussianMixtureDenoiser:
@@ -72,12 +81,13 @@ class GaussianMixtureDenoiser:
     Args:
         means: (K, D) component means.
         variances: (K, D) per-dimension variances, or (K,) for isotropic components.
-        schedule: the noise schedule that defines x_t.
+        schedule: the noise schedule, or the Gaussian path, that defines x_t.
         weights: (K,) mixture weights summing to 1; equal weights when omitted.
+        parameterization: ``"eps"`` or ``"x0"``, as for :class:`FinitePointDenoiser`.
     """
 
-    def __init__(self, means: torch.Tensor, variances: torch.Tensor, schedule: NoiseSchedule,
-                 weights: torch.Tensor | None = None):
+    def __init__(self, means: torch.Tensor, variances: torch.Tensor, schedule: NoiseSchedule | GaussianPath,
+                 weights: torch.Tensor | None = None, parameterization: str = "eps"):
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
         k, d = means.shape
@@ -90,7 +100,9 @@ class GaussianMixtureDenoiser:
         weights = torch.full((k,), 1.0 / k, dtype=means.dtype) if weights is None else torch.as_tensor(weights)
         if weights.shape != (k,) or not bool((weights > 0).all()) or abs(float(weights.sum()) - 1) > 1e-6:
             raise ValueError(f"weights must be {k} positive numbers summing to 1, got {weights.tolist()}")
-        self.means, self.variances, self.weights, self.schedule = means, variances, weights, schedule
+        self.means, self.variances, self.weights = means, variances, weights
+        self.schedule = _check_schedule(schedule)
+        self.parameterization = check_choice("parameterization", parameterization, ANALYTIC_PARAMETERIZATIONS)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n points from the mixture, shape (n, D)."""
@@ -101,9 +113,7 @@ class GaussianMixtureDenoiser:
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """E[x_0 | x_t], shape (B, D)."""
         _check_data_shape(x_t, self.means.shape[1:])
-        a = self.schedule.gather("alphas_cumprod", t, x_t).reshape(-1, 1, 1)  # ᾱ_t, (B or 1, 1, 1)
-        sqrt_a = self.schedule.gather("sqrt_alphas_cumprod", t, x_t).reshape(-1, 1, 1)
-        one_minus_a = self.schedule.gather("one_minus_alphas_cumprod", t, x_t).reshape(-1, 1, 1)
+        a, sqrt_a, one_minus_a, _ = (level[:, :, None] for level in _levels(self.schedule, t, x_t))  # (B, 1, 1)
         means, variances = self.means.to(x_t)[None], self.variances.to(x_t)[None]  # (1, K, D)
         noisy_var = a * variances + one_minus_a  # (B, K, D): variance of x_t given the component
         diff = x_t[:, None, :] - sqrt_a * means  # (B, K, D)
@@ -113,15 +123,48 @@ class GaussianMixtureDenoiser:
         return (resp[..., None] * component_means).sum(1)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
-        """ε*(x_t, t), shape (B, D). ``cond`` is ignored: the data are unconditional."""
-        return _eps_from_mean(self.schedule, x_t, t, self.posterior_mean(x_t, t))
+        """ε*(x_t, t) (or E[x_0 | x_t], see ``parameterization``), shape (B, D). ``cond`` is ignored: the data are
+        unconditional."""
+        return _output(self, x_t, t)
 
 
-def _eps_from_mean(schedule: NoiseSchedule, x_t: torch.Tensor, t: torch.Tensor | int,
+def _output(denoiser: FinitePointDenoiser | GaussianMixtureDenoiser, x_t: torch.Tensor,
+            t: torch.Tensor | int) -> torch.Tensor:
+    mean = denoiser.posterior_mean(x_t, t)
+    return mean if denoiser.parameterization == "x0" else _eps_from_mean(denoiser.schedule, x_t, t, mean)
+
+
+def _check_schedule(schedule: NoiseSchedule | GaussianPath) -> NoiseSchedule | GaussianPath:
+    if not isinstance(schedule, NoiseSchedule | GaussianPath):
+        raise ValueError(f"schedule must be a NoiseSchedule or a GaussianPath, got {type(schedule).__name__}")
+    return schedule
+
+
+def _levels(schedule: NoiseSchedule | GaussianPath, t: torch.Tensor | int | float,
+            x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(α², α, σ², σ) at the times ``t`` of the batch ``x_t`` (B, ...), each (B, 1) in x_t's dtype: ᾱ_t, sqrt(ᾱ_t),
+    1 - ᾱ_t, sqrt(1 - ᾱ_t) from a schedule's tables at timestep indices, or from a path at its network's times."""
+    batch = x_t.shape[0]
+    if isinstance(schedule, NoiseSchedule):
+        return tuple(schedule.gather(table, t, x_t).reshape(-1, 1).expand(batch, 1) for table in (
+            "alphas_cumprod", "sqrt_alphas_cumprod", "one_minus_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"))
+    times, inverse = torch.unique(torch.as_tensor(t, dtype=torch.float64).reshape(-1).cpu(), return_inverse=True)
+    points = [schedule.at(schedule.time_of_model_time(float(m))) for m in times]
+    table = torch.tensor([[p.alpha**2, p.alpha, p.sigma**2, p.sigma] for p in points], dtype=x_t.dtype,
+                         device=x_t.device)
+    values = table[inverse.to(x_t.device)].expand(batch, 4)  # (B, 4)
+    return tuple(values[:, k:k + 1] for k in range(4))
+
+
+def _eps_from_mean(schedule: NoiseSchedule | GaussianPath, x_t: torch.Tensor, t: torch.Tensor | int,
                    x0_mean: torch.Tensor) -> torch.Tensor:
     """ε* from E[x_0 | x_t], with the schedule's per-example tables even for an int ``t`` (see
-    :class:`~diffusion_lib.forward.Coefficients`), as the posterior mean itself."""
-    return eps_from_x0(schedule, x_t, torch.as_tensor(t), x0_mean)
+    :class:`~diffusion_lib.forward.Coefficients`), as the posterior mean itself; on a path (x_t - α E[x_0|x_t]) / σ."""
+    if isinstance(schedule, NoiseSchedule):
+        return eps_from_x0(schedule, x_t, torch.as_tensor(t), x0_mean)
+    _, alpha, _, sigma = _levels(schedule, t, x_t)
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    return (x_t - alpha.reshape(shape) * x0_mean) / sigma.reshape(shape)
 
 
 def _check_data_shape(x_t: torch.Tensor, data_shape: torch.Size) -> None:

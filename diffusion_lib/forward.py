@@ -18,22 +18,25 @@ import math
 import torch
 
 from diffusion_lib.checks import check_choice
+from diffusion_lib.paths import PathPoint
 from diffusion_lib.schedules import NoiseSchedule
 
 PARAMETERIZATIONS = ("eps", "x0", "v")
+PATH_PARAMETERIZATIONS = (*PARAMETERIZATIONS, "flow")  # on a Gaussian path, also the velocity of the flow
 
 
-def resolve_parameterization(parameterization: str, denoiser: object) -> str:
-    """What the denoiser's output is, after checking it: ``"eps"``, ``"x0"`` or ``"v"`` as given, or for ``"auto"``
-    the denoiser's own ``parameterization`` attribute (which :func:`diffusion_lib.pretrained.load` sets from the
-    record), ``"eps"`` when it has none. Raises ValueError naming parameterization."""
+def resolve_parameterization(parameterization: str, denoiser: object,
+                             allowed: tuple[str, ...] = PARAMETERIZATIONS) -> str:
+    """What the denoiser's output is, after checking it: one of ``allowed`` (``"eps"``, ``"x0"``, ``"v"``; on a
+    Gaussian path also ``"flow"``) as given, or for ``"auto"`` the denoiser's own ``parameterization`` attribute
+    (which :func:`diffusion_lib.pretrained.load` sets from the record), ``"eps"`` when it has none. Raises ValueError
+    naming parameterization."""
     source = ""
     if parameterization == "auto":
         parameterization = getattr(denoiser, "parameterization", "eps")
         source = " (from the denoiser's attribute denoiser.parameterization)"
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS} or 'auto', got "
-                         f"{parameterization!r}{source}")
+    if parameterization not in allowed:
+        raise ValueError(f"parameterization must be one of {allowed} or 'auto', got {parameterization!r}{source}")
     return parameterization
 
 
@@ -209,6 +212,55 @@ def prediction_target(
         return x0
     c = Coefficients(schedule, t, x0=x0, eps=eps)
     return c.a * eps - c.s * x0
+
+
+def eps_x0_on_path(
+    prediction: torch.Tensor, x_t: torch.Tensor, point: PathPoint, parameterization: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a denoiser's output on a Gaussian path (:mod:`diffusion_lib.paths`) as the pair (ε̂, x̂_0), both shaped
+    like ``x_t`` (B, ...). With x_t = α x_0 + σ ε at ``point``, each parameterization is two linear equations in
+    (x_0, ε), solved here:
+
+        "eps"   ε̂ = prediction                 x̂_0 = (x_t - σ ε̂) / α
+        "x0"    x̂_0 = prediction               ε̂ = (x_t - α x̂_0) / σ
+        "v"     v = α ε - σ x_0                x̂_0 = (α x_t - σ v) / (α² + σ²),       ε̂ = (σ x_t + α v) / (α² + σ²)
+        "flow"  u = α' x_0 + σ' ε (velocity)   x̂_0 = (σ' x_t - σ u) / (α σ' - σ α'),  ε̂ = (α u - α' x_t) / (α σ' - σ α')
+
+    On a variance-preserving path α² + σ² = 1 and "v" is the v of :func:`eps_x0_from_prediction`; on the
+    rectified-flow path (α = 1 - t, σ = t) "flow" is u = ε - x_0, and x̂_0 = x_t - t u. The inverse of
+    :func:`target_on_path`.
+    """
+    check_choice("parameterization", parameterization, PATH_PARAMETERIZATIONS)
+    a, s = point.alpha, point.sigma
+    if parameterization == "eps":
+        return prediction, (x_t - s * prediction) / a
+    if parameterization == "x0":
+        return (x_t - a * prediction) / s, prediction
+    if parameterization == "v":
+        norm = a * a + s * s
+        return (s * x_t + a * prediction) / norm, (a * x_t - s * prediction) / norm
+    det = a * point.d_sigma - s * point.d_alpha
+    return (a * prediction - point.d_alpha * x_t) / det, (point.d_sigma * x_t - s * prediction) / det
+
+
+def target_on_path(point: PathPoint, x0: torch.Tensor, eps: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """What a denoiser of this ``parameterization`` should output at x_t = α x_0 + σ ε on a Gaussian path: ε, x_0,
+    v = α ε - σ x_0, or the velocity u = α' x_0 + σ' ε ("flow"). Shape of ``x0`` (B, ...)."""
+    check_choice("parameterization", parameterization, PATH_PARAMETERIZATIONS)
+    _check_same_shape(x0=x0, eps=eps)
+    if parameterization == "eps":
+        return eps
+    if parameterization == "x0":
+        return x0
+    if parameterization == "v":
+        return point.alpha * eps - point.sigma * x0
+    return velocity(point, x0, eps)
+
+
+def velocity(point: PathPoint, x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """d x_t / dt = α' x_0 + σ' ε: how x_t = α x_0 + σ ε moves along the path for fixed (x_0, ε). With the denoiser's
+    (x̂_0, ε̂) in place of (x_0, ε) it is the probability-flow ODE's velocity. Shape of ``x0`` (B, ...)."""
+    return point.d_alpha * x0 + point.d_sigma * eps
 
 
 class Coefficients:

@@ -14,8 +14,8 @@ PRINTERS = COMMANDS | {"diffusion_lib.notebook"}
 # CONTRIBUTING.md's floors: a module (or package, with everything in it) imports only from its floor or those above.
 FLOORS = {
     0: ["diffusion_lib"],  # the package itself: __version__
-    1: ["checks", "schedules", "checkpoints", "data", "metrics"],
-    2: ["forward", "samplers", "sampler_setup", "losses", "analytic"],
+    1: ["checks", "schedules", "paths", "checkpoints", "data", "metrics"],
+    2: ["forward", "samplers", "sampler_setup", "path_samplers", "losses", "analytic"],
     3: ["models", "families"],
     4: ["editing", "pipelines", "pretrained", "speed"],
     5: ["evaluation"],

@@ -3,6 +3,7 @@
 (:mod:`~diffusion_lib.models.autoencoder`, :mod:`~diffusion_lib.models.classifier`,
 :mod:`~diffusion_lib.models.shapes_classifier`, :mod:`~diffusion_lib.models.text_pretraining`)."""
 
+from .dit import DiT, DiTConfig
 from .embeddings import timestep_embedding
 from .mlp import MLPConfig, MLPDenoiser
 from .text import TextConditionedUNet, TextEncoder, TextUNetConfig, Tokenizer
@@ -12,3 +13,4 @@ from .unet import UNet, UNetConfig, unet_from_preset
 __all__ = ["MLPConfig", "MLPDenoiser", "timestep_embedding"]
 __all__ += ["UNET_PRESETS", "UNet", "UNetConfig", "unet_from_preset"]
 __all__ += ["TextConditionedUNet", "TextEncoder", "TextUNetConfig", "Tokenizer"]
+__all__ += ["DiT", "DiTConfig"]
