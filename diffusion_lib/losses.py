@@ -8,6 +8,14 @@ For each clean example x_0 (Ho et al. 2020, Algorithm 1, with the choice of targ
     target = ε                                   ("eps", DDPM's simple loss),
              x_0                                 ("x0"),
              v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0  ("v").
+
+Flow matching (Lipman et al. 2023) on the rectified-flow path (Liu et al. 2022) is the same regression in continuous
+time (:func:`flow_loss_per_example`):
+
+    t ~ Uniform(0, 1),   ε ~ N(0, I),   x_t = (1 - t) x_0 + t ε,   target = u = ε - x_0  ("flow", the velocity),
+
+with the network called at time 1000 t (:meth:`~diffusion_lib.paths.RectifiedFlowPath.model_time`); ε, x_0 and v
+are targets there too (:func:`~diffusion_lib.forward.target_on_path`).
 """
 
 from __future__ import annotations
@@ -15,7 +23,15 @@ from __future__ import annotations
 import torch
 
 from diffusion_lib.checks import check_choice
-from diffusion_lib.forward import PARAMETERIZATIONS, prediction_target, q_sample, resolve_parameterization
+from diffusion_lib.forward import (
+    PARAMETERIZATIONS,
+    PATH_PARAMETERIZATIONS,
+    prediction_target,
+    q_sample,
+    resolve_parameterization,
+    target_on_path,
+)
+from diffusion_lib.paths import PathPoint, RectifiedFlowPath
 from diffusion_lib.schedules import NoiseSchedule
 
 
@@ -51,31 +67,57 @@ def diffusion_loss_per_example(
         differentiable); t of shape (B,), int64, the timesteps drawn.
     """
     check_choice("parameterization", parameterization, PARAMETERIZATIONS)
-    if not isinstance(x0, torch.Tensor) or not x0.dtype.is_floating_point or x0.ndim < 1 or x0.shape[0] < 1:
-        what = f"dtype {x0.dtype}, shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise ValueError(f"x0 must be a floating tensor of shape (B, ...) with B >= 1, got {what}")
-    if generator is not None and generator.device.type != x0.device.type:
-        raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}; they must match")
-
-    batch = x0.shape[0]
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__} (a RectifiedFlowPath "
+                         "trains with flow_loss_per_example)")
+    _check_batch(x0, generator)
     if t is None:
-        t = torch.randint(0, schedule.T, (batch,), generator=generator, device=x0.device)  # (B,)
-    if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    if t.shape != (batch,) or noise.shape != x0.shape:
-        raise ValueError(f"t must have shape ({batch},) and noise the shape of x0 {tuple(x0.shape)}, got "
-                         f"{tuple(t.shape)} and {tuple(noise.shape)}")
-    eps = noise  # ε, (B, ...)
+        t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator, device=x0.device)  # (B,)
+    eps = _noise(x0, t, noise, generator)  # ε, (B, ...)
     x_t = q_sample(schedule, x0, t, eps)  # (B, ...)
-
-    prediction = model(x_t, t, cond)
-    if not isinstance(prediction, torch.Tensor) or prediction.shape != x0.shape:
-        shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
-        raise ValueError(f"the model must return a tensor of the shape of x_t {tuple(x0.shape)}, got {shape}")
-
+    prediction = _predict(model, x_t, t, cond)
     target = prediction_target(schedule, x0, t, eps, parameterization)  # ε, x_0 or v, (B, ...)
-    losses = (prediction - target).square().reshape(batch, -1).mean(dim=1)  # (B,)
-    return losses, t
+    return (prediction - target).square().reshape(x0.shape[0], -1).mean(dim=1), t  # (B,), (B,)
+
+
+def flow_loss_per_example(
+    model,
+    x0: torch.Tensor,
+    path: RectifiedFlowPath,
+    *,
+    cond=None,
+    generator: torch.Generator | None = None,
+    parameterization: str = "flow",
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flow matching: the loss of each example of a batch on the rectified-flow path, and the time it was drawn at.
+
+    Randomness as in :func:`diffusion_loss_per_example`: first ``t = torch.rand((B,))`` (dtype of x0), then ε. The
+    network is called at ``path.model_time(t)`` = 1000 t.
+
+    Args:
+        model, x0, cond, generator, t, noise: as in :func:`diffusion_loss_per_example`; ``t`` (B,) holds times in
+            [0, 1].
+        path: the :class:`~diffusion_lib.paths.RectifiedFlowPath`.
+        parameterization: what the model predicts: "flow" (the velocity ε - x_0, the default), "eps", "x0" or "v".
+
+    Returns:
+        (losses (B,), t (B,) in [0, 1]).
+    """
+    check_choice("parameterization", parameterization, PATH_PARAMETERIZATIONS)
+    if not isinstance(path, RectifiedFlowPath):
+        raise ValueError(f"path must be a RectifiedFlowPath, got {type(path).__name__}")
+    _check_batch(x0, generator)
+    if t is None:
+        t = torch.rand((x0.shape[0],), generator=generator, device=x0.device, dtype=x0.dtype)  # (B,)
+    eps = _noise(x0, t, noise, generator)
+    tt = t.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))  # (B, 1, ...)
+    point = PathPoint(tt, *path.coefficients(tt))  # α = 1 - t, σ = t and their derivatives, per example
+    x_t = point.alpha * x0 + point.sigma * eps
+    prediction = _predict(model, x_t, path.model_time(t), cond)
+    target = target_on_path(point, x0, eps, parameterization)
+    return (prediction - target).square().reshape(x0.shape[0], -1).mean(dim=1), t
 
 
 def diffusion_loss(
@@ -115,10 +157,15 @@ def evaluate_loss(
     Args:
         model: the denoiser, called in eval mode.
         data: (N, ...) clean examples; ``cond`` one per example: a tensor (N, ...), a dict of them, or None.
+        schedule: the noise schedule, or the :class:`~diffusion_lib.paths.RectifiedFlowPath` of a flow-matching
+            model (then t ~ Uniform(0, 1), :func:`flow_loss_per_example`).
         parameterization: the model's target, as in :func:`diffusion_loss_per_example`; ``"auto"`` (the default):
             the model's ``parameterization`` attribute, which a loaded model carries, or ``"eps"``.
     """
-    parameterization = resolve_parameterization(parameterization, model)
+    flow = isinstance(schedule, RectifiedFlowPath)
+    parameterization = resolve_parameterization(parameterization, model,
+                                                PATH_PARAMETERIZATIONS if flow else PARAMETERIZATIONS)
+    loss_per_example = flow_loss_per_example if flow else diffusion_loss_per_example
     generator = torch.Generator().manual_seed(seed)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -127,15 +174,43 @@ def evaluate_loss(
     for _ in range(repeats):
         for start in range(0, data.shape[0], batch_size):
             x0 = data[start:start + batch_size]
-            t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)
+            t = (torch.rand((x0.shape[0],), generator=generator, dtype=x0.dtype) if flow else
+                 torch.randint(0, schedule.T, (x0.shape[0],), generator=generator)).to(x0.device)
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
             rows = slice(start, start + batch_size)
             c = {k: v[rows] for k, v in cond.items()} if isinstance(cond, dict) else cond
             c = c[rows] if isinstance(c, torch.Tensor) else c
-            losses, _ = diffusion_loss_per_example(model, x0, schedule, cond=c, t=t, noise=noise,
-                                                   parameterization=parameterization)
+            losses, _ = loss_per_example(model, x0, schedule, cond=c, t=t, noise=noise,
+                                         parameterization=parameterization)
             total += losses.double().sum().item()
             count += x0.shape[0]
     if was_training:
         model.train()
     return total / count
+
+
+def _check_batch(x0: torch.Tensor, generator: torch.Generator | None) -> None:
+    if not isinstance(x0, torch.Tensor) or not x0.dtype.is_floating_point or x0.ndim < 1 or x0.shape[0] < 1:
+        what = f"dtype {x0.dtype}, shape {tuple(x0.shape)}" if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"x0 must be a floating tensor of shape (B, ...) with B >= 1, got {what}")
+    if generator is not None and generator.device.type != x0.device.type:
+        raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}; they must match")
+
+
+def _noise(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """ε for the batch: ``noise`` after checking it and ``t``, or drawn from ``generator``."""
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    if t.shape != (x0.shape[0],) or noise.shape != x0.shape:
+        raise ValueError(f"t must have shape ({x0.shape[0]},) and noise the shape of x0 {tuple(x0.shape)}, got "
+                         f"{tuple(t.shape)} and {tuple(noise.shape)}")
+    return noise
+
+
+def _predict(model, x_t: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+    prediction = model(x_t, t, cond)
+    if not isinstance(prediction, torch.Tensor) or prediction.shape != x_t.shape:
+        shape = tuple(prediction.shape) if isinstance(prediction, torch.Tensor) else type(prediction).__name__
+        raise ValueError(f"the model must return a tensor of the shape of x_t {tuple(x_t.shape)}, got {shape}")
+    return prediction

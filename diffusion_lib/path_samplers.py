@@ -13,6 +13,7 @@ given (:func:`uniform_times`, :func:`edm_sigmas`), each step t → s with s < t:
     Heun     x̃ = x_t + (s - t) u(x_t, t),  x_s = x_t + (s - t) (u(x_t, t) + u(x̃, s)) / 2     (Euler on a last step
              to s = 0, where the network is not called: Karras et al. 2022, Algorithm 1)
     DDIM     x_s = α_s x̂_0 + σ_s ε̂      (Song et al. 2021: keep the step's x̂_0 and ε̂, move the path's coefficients)
+    DPM-Solver++(2M)  a second-order multistep method in log-SNR time (Lu et al. 2022)
     EDM      on the EDM path (α = 1, σ = t): raise the noise from σ_i to σ̂ = (1 + γ) σ_i by adding fresh noise, then
              one Heun step from σ̂ to σ_{i+1} (Karras et al. 2022, Algorithm 2; γ = 0 is Algorithm 1)
 
@@ -238,6 +239,48 @@ def sample_ddim_on_path(
         run.callback(t, x, x0)
         end = path.at(s)
         x = end.alpha * x0 + end.sigma * eps
+    return x
+
+
+def sample_dpmpp_2m_on_path(
+    denoiser: Denoiser,
+    x_start: torch.Tensor,
+    path: GaussianPath,
+    times: Sequence[float],
+    *,
+    network_path: GaussianPath | None = None,
+    parameterization: str = "auto",
+    cond: Any = None,
+    clip_x0: float | str | None = "auto",
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022) on any Gaussian path: in half-log-SNR time λ/2 = log(α/σ), a step t → s of
+    size h = (λ_s - λ_t)/2 is
+
+        x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D,    D = (1 + 1/(2r)) x̂_0(t) - 1/(2r) x̂_0(t_prev),  r = h_prev / h,
+
+    first order (D = x̂_0, which is DDIM) on the first step and on the last, to σ = 0, where it returns x̂_0. From
+    pure noise (α = 0, as t = 1 on the rectified-flow path) h is infinite and the first step is DDIM's. On a DDPM
+    schedule's path it is :func:`diffusion_lib.samplers.sample_dpmpp_2m` up to rounding. Arguments as in
+    :func:`sample_euler`.
+
+    Returns:
+        the sample at ``times[-1]``, shape (B, ...).
+    """
+    run = PathRun.start(denoiser, x_start, path, times, network_path=network_path, parameterization=parameterization,
+                        cond=cond, clip_x0=clip_x0, callback=callback)
+    x, x0_prev, h_prev = x_start, None, None
+    for t, s in _steps(run.times, progress, "DPM-Solver++"):
+        _, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+        here, end = path.at(t), path.at(s)
+        if end.sigma == 0:  # the last step, to the data: first order, which lands exactly on x̂_0
+            return x0
+        h = (end.log_snr - here.log_snr) / 2
+        d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
+        x = (end.sigma / here.sigma) * x - end.alpha * math.expm1(-h) * d
+        x0_prev, h_prev = x0, h
     return x
 
 

@@ -34,7 +34,8 @@ from diffusion_lib.schedules import NoiseSchedule
 @dataclass(frozen=True)
 class PathPoint:
     """The path at one time: x_t = alpha x_0 + sigma ε, and the time derivatives of the two coefficients, which give
-    the velocity of a noisy sample along the path, d x_t / dt = d_alpha x_0 + d_sigma ε."""
+    the velocity of a noisy sample along the path, d x_t / dt = d_alpha x_0 + d_sigma ε. Floats for one time; the
+    flow-matching loss fills it with tensors (B, 1, ..., 1) for a time per example."""
 
     t: float
     alpha: float

@@ -22,20 +22,22 @@ from torch import nn
 from diffusion_lib import checkpoints
 from diffusion_lib.checks import is_real
 from diffusion_lib.families import FAMILIES
-from diffusion_lib.forward import PARAMETERIZATIONS
+from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
+from diffusion_lib.models.dit import DiT, DiTConfig
 from diffusion_lib.models.emoji_classifier import EmojiClassifier, EmojiClassifierConfig
 from diffusion_lib.models.mlp import MLPConfig, MLPDenoiser
 from diffusion_lib.models.shapes_classifier import ShapesClassifier, ShapesClassifierConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig
 from diffusion_lib.models.text_pretraining import MaskedWordConfig, MaskedWordModel
 from diffusion_lib.models.unet import UNet, UNetConfig
+from diffusion_lib.paths import RectifiedFlowPath
 from diffusion_lib.schedules import NoiseSchedule
 
 # a record's model_class → (the class, its config class); the denoisers also carry a noise schedule
 DENOISERS = {"UNet": (UNet, UNetConfig), "TextConditionedUNet": (TextConditionedUNet, TextUNetConfig),
-             "MLPDenoiser": (MLPDenoiser, MLPConfig)}
+             "MLPDenoiser": (MLPDenoiser, MLPConfig), "DiT": (DiT, DiTConfig)}
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     **DENOISERS,
     **{model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()},
@@ -51,8 +53,9 @@ class Pretrained(NamedTuple):
 
     model: nn.Module
     """The network, in eval mode on the device asked for."""
-    schedule: NoiseSchedule | None
-    """The noise schedule a denoiser was trained with; None for any other model."""
+    schedule: NoiseSchedule | RectifiedFlowPath | None
+    """The noise schedule a denoiser was trained with (the rectified-flow path for a flow-matching model, which the
+    samplers of :mod:`diffusion_lib.path_samplers` take); None for any other model."""
     record: dict[str, Any]
     """The checkpoint's JSON record: how it was made (``command``, ``config``) and what it measured."""
 
@@ -61,10 +64,12 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """Load a saved model in one call: a shipped name (``"digits"``, ``"shapes_classifier"``, ...) or a path (with or
     without ``.json``), e.g. ``runs/digits-ema`` written by ``python -m diffusion_lib.train``.
 
-    A denoiser (a ``UNet`` or ``TextConditionedUNet``) carries ``clip_x0``, the bound of the data it was trained on
-    (1.0 for pixels in [-1, 1]; None for latents), and ``parameterization``, what it predicts (``"eps"``, ``"x0"`` or
-    ``"v"``; ``"eps"`` for a record that does not say), which the samplers apply by default, and comes with its
-    :class:`~diffusion_lib.schedules.NoiseSchedule`: ``sample_ddim(model, x_T, schedule)`` gives valid images.
+    A denoiser (a ``UNet``, ``TextConditionedUNet`` or ``DiT``) carries ``clip_x0``, the bound of the data it was
+    trained on (1.0 for pixels in [-1, 1]; None for latents), and ``parameterization``, what it predicts (``"eps"``,
+    ``"x0"``, ``"v"``, or ``"flow"`` for a flow-matching model; ``"eps"`` for a record that does not say), which the
+    samplers apply by default, and comes with its :class:`~diffusion_lib.schedules.NoiseSchedule`:
+    ``sample_ddim(model, x_T, schedule)`` gives valid images. A flow-matching model comes with its
+    :class:`~diffusion_lib.paths.RectifiedFlowPath` instead: ``sample_euler(model, x_T, path, uniform_times(10))``.
 
     Returns:
         :class:`Pretrained` (model in eval mode on ``device``, its schedule or None, the JSON record).
@@ -98,18 +103,26 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if denoiser:
         model.clip_x0 = None if record["clip_x0"] is None else float(record["clip_x0"])
         model.parameterization = record.get("parameterization", "eps")  # older records: all ε models
-        if model.parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"{json_file}: parameterization must be one of {PARAMETERIZATIONS}, got "
+        allowed = PATH_PARAMETERIZATIONS if isinstance(schedule, RectifiedFlowPath) else PARAMETERIZATIONS
+        if model.parameterization not in allowed:
+            raise ValueError(f"{json_file}: parameterization must be one of {allowed}, got "
                              f"{model.parameterization!r}")
     return Pretrained(model.to(device).eval(), schedule, record)
 
 
-def _schedule(record: dict[str, Any], json_file) -> NoiseSchedule:
-    """The noise schedule of an exported denoiser's record, after checking its ``clip_x0`` and ``config.schedule``."""
+def _schedule(record: dict[str, Any], json_file) -> NoiseSchedule | RectifiedFlowPath:
+    """The noise schedule (or flow-matching path) of an exported denoiser's record, after checking its ``clip_x0``
+    and ``config.schedule``."""
     clip_x0 = record["clip_x0"]
     if clip_x0 is not None and (not is_real(clip_x0) or clip_x0 <= 0):
         raise ValueError(f"{json_file}: clip_x0 must be a number > 0 or null, got {clip_x0!r}")
     schedule_config = record["config"].get("schedule") if isinstance(record["config"], dict) else None
     if not isinstance(schedule_config, dict) or not {"name", "T"} <= schedule_config.keys():
         raise ValueError(f"{json_file}: config.schedule must hold the schedule's name and T, got {schedule_config!r}")
-    return NoiseSchedule.from_name(schedule_config["name"], schedule_config["T"])
+    return process(schedule_config["name"], schedule_config["T"])
+
+
+def process(name: str, T: int) -> NoiseSchedule | RectifiedFlowPath:
+    """What a training config's ``schedule.name`` names: a DDPM schedule of T steps, or the rectified-flow path of
+    flow matching (``"rectified_flow"``, continuous in time: T is not used)."""
+    return RectifiedFlowPath() if name == "rectified_flow" else NoiseSchedule.from_name(name, T)

@@ -13,6 +13,7 @@ from diffusion_lib.models.unet import UNet
 from diffusion_lib.path_samplers import (
     edm_sigmas,
     sample_ddim_on_path,
+    sample_dpmpp_2m_on_path,
     sample_edm,
     sample_euler,
     sample_heun,
@@ -20,7 +21,7 @@ from diffusion_lib.path_samplers import (
 )
 from diffusion_lib.paths import DiscreteVPPath, EDMPath, RectifiedFlowPath
 from diffusion_lib.sampler_setup import make_timesteps
-from diffusion_lib.samplers import Trajectory, sample_ddim
+from diffusion_lib.samplers import Trajectory, sample_ddim, sample_dpmpp_2m
 from diffusion_lib.schedules import NoiseSchedule
 
 COSINE = NoiseSchedule.cosine(1000)
@@ -70,6 +71,24 @@ def test_ddim_on_a_ddpm_path_is_the_discrete_ddim_bit_for_bit(steps):
         ours = sample_ddim_on_path(unet, x_T, VP, uniform_times(steps))
         theirs = sample_ddim(unet, x_T, COSINE, steps)
     assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 20])
+def test_dpm_solver_on_a_ddpm_path_is_the_discrete_one(steps):
+    denoiser = mixture(COSINE)
+    x_T = noise(300)
+    torch.testing.assert_close(sample_dpmpp_2m_on_path(denoiser, x_T, VP, uniform_times(steps)),
+                               sample_dpmpp_2m(denoiser, x_T, COSINE, steps), rtol=0, atol=1e-12)
+
+
+def test_dpm_solver_starts_from_pure_noise_on_the_rectified_flow_and_beats_euler():
+    denoiser = mixture(RF, "x0")
+    x = noise(400, seed=2)
+    reference = sample_heun(denoiser, x, RF, uniform_times(400))
+    errors = {sampler.__name__: (sampler(denoiser, x, RF, uniform_times(20)) - reference).abs().max().item()
+              for sampler in (sample_euler, sample_ddim_on_path, sample_dpmpp_2m_on_path)}
+    assert errors["sample_dpmpp_2m_on_path"] < errors["sample_euler"] / 3, errors
+    assert errors["sample_ddim_on_path"] == pytest.approx(errors["sample_euler"], rel=1e-9)  # the same on this path
 
 
 def test_ddim_is_euler_in_the_right_variables():

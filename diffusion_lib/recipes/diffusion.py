@@ -23,10 +23,10 @@ from diffusion_lib import data as datasets
 from diffusion_lib.data.emoji import emoji_arrays
 from diffusion_lib.editing import degrade
 from diffusion_lib.losses import evaluate_loss
+from diffusion_lib.models.dit import DiT, DiTConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
 from diffusion_lib.models.unet import PRESETS, UNet
-from diffusion_lib.pretrained import load
-from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.pretrained import load, process
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.config import SHAPES_TEST
 from diffusion_lib.train.runs import StopRequest
@@ -75,18 +75,23 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
 
 
 def build(config: dict[str, dict[str, Any]], device: torch.device):
-    """(model, schedule, data, cond) for a checked config; cond is what :func:`condition` gives."""
-    name = config["model"]["preset"]
-    if name not in PRESETS:
+    """(model, schedule, data, cond) for a checked config; cond is what :func:`condition` gives; the schedule is the
+    rectified-flow path for ``schedule.name = "rectified_flow"``."""
+    dit = config["model"].get("arch", "unet") == "dit"
+    name = config["model"].get("preset")
+    if not dit and name not in PRESETS:
         raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
     images, labels = load_data(config["data"], captions="text" in config)
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items()
+                 if k not in ("preset", "arch")}
     if config["data"]["class_conditional"]:
         overrides.setdefault("num_classes", int(labels.max()) + 1)
     if config["data"]["low_resolution"]:
         overrides.setdefault("cond_channels", images.shape[1])
     torch.manual_seed(config["train"]["seed"])  # the model's initial weights
-    if "text" in config:
+    if dit:
+        model = DiT(DiTConfig(**overrides))
+    elif "text" in config:
         text = dict(config["text"])
         pretrained = text.pop("encoder")
         unet_config = dataclasses.replace(PRESETS[name], **overrides, context_dim=text["dim"])
@@ -103,7 +108,7 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
     else:
         model = UNet(dataclasses.replace(PRESETS[name], **overrides))
     model = model.to(device)
-    schedule = NoiseSchedule.from_name(config["schedule"]["name"], config["schedule"]["T"])
+    schedule = process(config["schedule"]["name"], config["schedule"]["T"])
     return model, schedule, images, condition(config, model, images, labels)
 
 

@@ -15,16 +15,19 @@ missing file is a one-line error that names the key and the file::
                 downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
                 (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
                 diffusion; "" = the pixels)
-    [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override
+    [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override; or
+                arch = "dit" and the fields of a DiTConfig (a diffusion transformer, diffusion_lib.models.dit)
     [text]      optional, shapes or emoji (the data with captions): a text-conditioned model (diffusion_lib.models.text)
                 with a text encoder of dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained
                 encoder to start from (a shipped name or a path, see diffusion_lib.recipes.text_encoder; "" = random
                 init) and freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
-    [schedule]  name = "linear" | "cosine", T
+    [schedule]  name = "linear" | "cosine", T; or name = "rectified_flow" (flow matching on the path x_t = (1 - t) x_0
+                + t ε, t ~ Uniform(0, 1), see diffusion_lib.losses; T is not used)
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
                 amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
                 log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance), parameterization
-                (the model's target: "eps", the default, "x0" or "v"; see diffusion_lib.forward)
+                (the model's target: "eps", the default, "x0" or "v"; see diffusion_lib.forward; with
+                rectified_flow also "flow", the velocity ε - x_0)
 
 A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
 autoregressive model on the digits), with the same command; :func:`read_family_config` checks it::
@@ -53,14 +56,18 @@ except ModuleNotFoundError:  # Python 3.10
 
 from diffusion_lib.data.emoji import SIZES
 from diffusion_lib.families import FAMILIES
-from diffusion_lib.forward import PARAMETERIZATIONS
+from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
+from diffusion_lib.models.dit import DiTConfig
 from diffusion_lib.models.unet import UNetConfig
+from diffusion_lib.schedules import SCHEDULE_NAMES
 from diffusion_lib.train.trainer import COMPILE_MODES
 
 Schema = dict[str, tuple[tuple[type, ...], Any]]
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes", "emoji")
 CAPTIONED = ("shapes", "emoji")  # the data sets with captions, which a [text] model can learn
 SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
+PROCESSES = (*SCHEDULE_NAMES, "rectified_flow")  # schedule.name: a DDPM schedule, or flow matching's path
+ARCHITECTURES = {"unet": UNetConfig, "dit": DiTConfig}  # model.arch -> the config its other keys are fields of
 
 # table -> key -> (accepted types, default); a default of ... means required.
 SCHEMA: dict[str, Schema] = {
@@ -107,6 +114,7 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.repeat_names": (lambda v: all(isinstance(p, str) and p for p in v),
                           "a list of emoji names (non-empty strings)"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
+    "schedule.name": (lambda v: v in PROCESSES, f"one of {PROCESSES}"),
     "schedule.T": (lambda v: v >= 1, "an int >= 1"),
     "train.steps": (lambda v: v >= 0, "an int >= 0"),
     "train.batch_size": (lambda v: v >= 1, "an int >= 1"),
@@ -123,7 +131,8 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": (lambda v: v >= 1, "an int >= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, "an int >= 1 (steps between checkpoints)"),
     "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.parameterization": (lambda v: v in PARAMETERIZATIONS, f"one of {PARAMETERIZATIONS} (the model's target)"),
+    "train.parameterization": (lambda v: v in PATH_PARAMETERIZATIONS,
+                               f"one of {PATH_PARAMETERIZATIONS} (the model's target)"),
 }
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the book's configs, shipped with the package
 TEXT_SCHEMA: Schema = {
@@ -215,14 +224,10 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
                          f"{sorted({*SCHEMA, 'model', 'text'})}")
     schema = {**SCHEMA, "text": TEXT_SCHEMA} if "text" in raw else SCHEMA
     config = {table: check_table(path, table, raw.get(table, {}), keys, fill=True) for table, keys in schema.items()}
-    model = dict(raw.get("model", {}))
-    if not isinstance(model.get("preset"), str):
-        raise ValueError(f"{path}: missing required key model.preset (a string)")
-    fields = {f.name for f in dataclasses.fields(UNetConfig)}
-    for key in model:
-        if key != "preset" and key not in fields:
-            raise ValueError(f"{path}: unknown key model.{key}; expected preset or one of {sorted(fields)}")
-    config["model"] = model
+    config["model"] = _check_model(path, dict(raw.get("model", {})), "text" in config)
+    if config["train"]["parameterization"] == "flow" and config["schedule"]["name"] != "rectified_flow":
+        raise ValueError(f"{path}: train.parameterization = 'flow' (a velocity) needs schedule.name = "
+                         f"'rectified_flow'; a DDPM schedule's model predicts one of {PARAMETERIZATIONS}")
     if config["data"]["dataset"] not in DATASETS:
         raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
     if "text" in config and config["data"]["dataset"] not in CAPTIONED:
@@ -248,9 +253,36 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     if config["data"]["mirror"] and "text" in config:
         raise ValueError(f"{path}: data.mirror cannot be combined with [text]: a mirrored image keeps its caption, "
                          "and 'left arrow' mirrored is a right arrow")
+    if config["model"].get("arch") == "dit" and config["data"]["low_resolution"]:
+        raise ValueError(f"{path}: data.low_resolution conditions a U-Net on an image; model.arch = 'dit' takes class "
+                         "labels or nothing")
     if config["data"]["latent"] and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
     return config
+
+
+def _check_model(path: Path, model: dict[str, Any], text: bool) -> dict[str, Any]:
+    """The [model] table after checking it: a U-Net preset and UNetConfig fields, or arch = "dit" and DiTConfig
+    fields (checked by building the config)."""
+    arch = model.get("arch", "unet")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"{path}: model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    if arch == "unet" and not isinstance(model.get("preset"), str):
+        raise ValueError(f"{path}: missing required key model.preset (a string)")
+    fields = {f.name for f in dataclasses.fields(ARCHITECTURES[arch])}
+    named = "arch, preset" if arch == "unet" else "arch"
+    for key in model:
+        if key not in ("arch", "preset" if arch == "unet" else "arch") and key not in fields:
+            raise ValueError(f"{path}: unknown key model.{key}; expected {named} or one of {sorted(fields)}")
+    if arch == "dit":
+        if text:
+            raise ValueError(f"{path}: a [text] model is a U-Net with cross-attention; model.arch = 'dit' takes class "
+                             "labels or nothing")
+        try:
+            DiTConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if k != "arch"})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: [model] {err}") from err
+    return model
 
 
 def read_family_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 
 from diffusion_lib import checkpoints
 from diffusion_lib.checks import check_choice, check_int, check_real
-from diffusion_lib.forward import PARAMETERIZATIONS
-from diffusion_lib.losses import diffusion_loss_per_example
+from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
+from diffusion_lib.losses import diffusion_loss_per_example, flow_loss_per_example
 from diffusion_lib.models.dropout import example_keys, keyed_masks, number_layers
+from diffusion_lib.paths import RectifiedFlowPath
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train.state import load_module, load_optimizer, optimizer_groups, optimizer_tensors
 
@@ -56,7 +57,8 @@ class Trainer:
 
     Args:
         model: the denoiser, an ``nn.Module``; moved to ``device``.
-        schedule: the noise schedule.
+        schedule: the noise schedule; or a :class:`~diffusion_lib.paths.RectifiedFlowPath` to train with flow
+            matching (t ~ Uniform(0, 1), :func:`~diffusion_lib.losses.flow_loss_per_example`).
         data: floating tensor (N, ...), the clean training examples; moved to ``device`` once.
         cond: what the model is conditioned on, one per example, passed to the model as ``cond``: a tensor (N, ...)
             (e.g. int64 class labels (N,)) or a dict of such tensors (e.g. tokens and their mask); None for an
@@ -70,7 +72,7 @@ class Trainer:
         weight_decay: AdamW's decoupled weight decay, >= 0.
         warmup_steps: steps of linear learning-rate warm-up (0: none).
         grad_clip: clip the gradient's global L2 norm to this value; None disables it.
-        parameterization: the model's target, "eps", "x0" or "v".
+        parameterization: the model's target, "eps", "x0" or "v"; on the rectified-flow path also "flow".
         ema_decay: decay of the exponential moving average of the weights kept in :attr:`ema_model`; None: no EMA.
         amp: "bf16", "fp16" or None (full precision); "auto" picks bf16 on a CUDA GPU that supports it, fp16 on
             one that does not, and None on a CPU.
@@ -94,7 +96,7 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        schedule: NoiseSchedule,
+        schedule: NoiseSchedule | RectifiedFlowPath,
         data: torch.Tensor,
         *,
         cond: torch.Tensor | dict[str, torch.Tensor] | None = None,
@@ -116,8 +118,8 @@ class Trainer:
     ):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(schedule, NoiseSchedule):
-            raise ValueError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        if not isinstance(schedule, NoiseSchedule | RectifiedFlowPath):
+            raise ValueError(f"schedule must be a NoiseSchedule or a RectifiedFlowPath, got {type(schedule).__name__}")
         if not isinstance(data, torch.Tensor) or data.ndim < 1 or data.shape[0] < 1 or not data.dtype.is_floating_point:
             what = f"dtype {data.dtype}, shape {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data)
             raise ValueError(f"data must be a floating tensor of shape (N, ...) with N >= 1 examples, got {what}")
@@ -138,7 +140,8 @@ class Trainer:
             check_real("grad_clip", grad_clip, low=0, low_open=True)
         if ema_decay is not None:
             check_real("ema_decay", ema_decay, low=0, high=1, low_open=True, high_open=True)
-        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        self.flow = isinstance(schedule, RectifiedFlowPath)
+        check_choice("parameterization", parameterization, PATH_PARAMETERIZATIONS if self.flow else PARAMETERIZATIONS)
         check_choice("amp", amp, (*AMP_MODES, "auto", None))
         if channels_last and data.ndim != 4:
             raise ValueError(f"channels_last needs images of shape (N, C, H, W), got data of shape {tuple(data.shape)}")
@@ -204,8 +207,9 @@ class Trainer:
         x0, cond, t, noise, keys = self._batch()
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None), \
                 keyed_masks(keys):
-            losses, t = diffusion_loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
-                                                   parameterization=self.parameterization)
+            loss_per_example = flow_loss_per_example if self.flow else diffusion_loss_per_example
+            losses, t = loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
+                                         parameterization=self.parameterization)
         loss = losses.float().mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -217,7 +221,8 @@ class Trainer:
         if self.ema_model is not None:
             ema, params = list(self.ema_model.parameters()), list(self.model.parameters())
             torch._foreach_lerp_(ema, params, 1.0 - self.ema_decay_at(self.step))
-        bucket = t * self.n_buckets // self.schedule.T
+        bucket = (t * self.n_buckets).long().clamp(max=self.n_buckets - 1) if self.flow else \
+            t * self.n_buckets // self.schedule.T
         self.bucket_loss.index_add_(0, bucket, losses.detach().double())
         self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float64))
         self.step += 1
@@ -234,7 +239,10 @@ class Trainer:
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         keys = example_keys(self.seed, self.step, torch.arange(mine.start, mine.stop, device=self.device))
         index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
-        t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
+        if self.flow:  # a continuous time in [0, 1)
+            t = torch.rand((n,), generator=self.noise_generator, device=self.device, dtype=self.data.dtype)[mine]
+        else:
+            t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
         noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
                             dtype=self.data.dtype)[mine]
         cond = _map(self.cond, lambda v: v[index])
@@ -300,9 +308,10 @@ class Trainer:
         """Mean training loss in ``n_buckets`` equal ranges of t over all steps so far.
 
         Returns:
-            (centres of the ranges in 0-indexed timesteps (n_buckets,), mean loss (n_buckets,), NaN where empty).
+            (centres of the ranges in 0-indexed timesteps (in [0, 1] on the rectified-flow path) (n_buckets,), mean
+            loss (n_buckets,), NaN where empty).
         """
-        width = self.schedule.T / self.n_buckets
+        width = (1.0 if self.flow else self.schedule.T) / self.n_buckets
         centres = (torch.arange(self.n_buckets, dtype=torch.float64) + 0.5) * width
         return centres, (self.bucket_loss / self.bucket_count).cpu()
 

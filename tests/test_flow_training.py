@@ -1,0 +1,189 @@
+"""Training on the rectified-flow path (flow matching) and training a diffusion transformer: the loss, the trainer,
+the config checks, the command line and the loader."""
+
+import pytest
+import torch
+
+from diffusion_lib.data import load_digits
+from diffusion_lib.losses import diffusion_loss_per_example, evaluate_loss, flow_loss_per_example
+from diffusion_lib.models.dit import DiT
+from diffusion_lib.models.unet import unet_from_preset
+from diffusion_lib.path_samplers import sample_euler, uniform_times
+from diffusion_lib.paths import RectifiedFlowPath
+from diffusion_lib.pretrained import load
+from diffusion_lib.schedules import NoiseSchedule
+from diffusion_lib.train import Trainer
+from diffusion_lib.train.command import main
+from diffusion_lib.train.config import read_config
+
+DIGITS = load_digits("train")[0][:256]
+RF = RectifiedFlowPath()
+
+
+def test_the_flow_loss_regresses_the_velocity_at_the_path_point_and_time():
+    x0 = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0])
+    seen = {}
+
+    def oracle(x_t, time, cond):
+        seen.update(x_t=x_t, time=time)
+        return eps - x0  # the velocity of the straight path
+
+    losses, drawn = flow_loss_per_example(oracle, x0, RF, t=t, noise=eps)
+    assert torch.equal(drawn, t) and losses.abs().max() == 0
+    torch.testing.assert_close(seen["x_t"], (1 - t).reshape(-1, 1, 1, 1) * x0 + t.reshape(-1, 1, 1, 1) * eps)
+    torch.testing.assert_close(seen["time"], 1000 * t)  # the network's time on this path
+    zero, _ = flow_loss_per_example(lambda x_t, time, cond: torch.zeros_like(x_t), x0, RF, t=t, noise=eps)
+    torch.testing.assert_close(zero, (eps - x0).square().flatten(1).mean(1))
+    for parameterization, target in (("eps", eps), ("x0", x0)):
+        loss, _ = flow_loss_per_example(lambda x_t, time, cond, target=target: target, x0, RF, t=t, noise=eps,
+                                        parameterization=parameterization)
+        assert loss.abs().max() == 0
+
+
+def test_the_flow_loss_draws_t_then_the_noise_from_its_generator():
+    x0 = torch.randn(7, 3)
+    model = lambda x_t, time, cond: x_t  # noqa: E731
+    a = flow_loss_per_example(model, x0, RF, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    t = torch.rand(7, generator=generator)
+    noise = torch.randn(7, 3, generator=generator)
+    b = flow_loss_per_example(model, x0, RF, t=t, noise=noise)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], t) and bool(((t >= 0) & (t < 1)).all())
+
+
+def test_the_losses_name_a_process_they_cannot_train_on():
+    x0 = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="path must be a RectifiedFlowPath"):
+        flow_loss_per_example(lambda x, t, c: x, x0, NoiseSchedule.cosine())
+    with pytest.raises(ValueError, match="schedule must be a NoiseSchedule, got RectifiedFlowPath"):
+        diffusion_loss_per_example(lambda x, t, c: x, x0, RF)
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        diffusion_loss_per_example(lambda x, t, c: x, x0, NoiseSchedule.cosine(), parameterization="flow")
+
+
+def _flow_trainer(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    options = dict(batch_size=16, lr=1e-3, warmup_steps=2, ema_decay=0.99, log_every=2, parameterization="flow")
+    return Trainer(unet_from_preset("digits_small", dropout=0.1), RF, DIGITS, **(options | kwargs))
+
+
+def test_flow_matching_trains_resumes_bit_for_bit_and_its_loss_falls(tmp_path):
+    straight = _flow_trainer()
+    straight.fit(6)
+    half = _flow_trainer()
+    half.fit(3)
+    half.save(tmp_path / "state")
+    resumed = _flow_trainer(seed=5)
+    resumed.load_state(tmp_path / "state")
+    resumed.fit(3)
+    assert resumed.history == straight.history
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
+                                                 straight.model.state_dict().values(), strict=True))
+    centres, _ = straight.loss_by_t()
+    assert centres[0] == pytest.approx(0.05) and centres[-1] == pytest.approx(0.95)  # buckets of the time in [0, 1]
+    assert int(straight.bucket_count.sum()) == 6 * 16
+
+    trainer = _flow_trainer(batch_size=64, lr=2e-3, warmup_steps=5, log_every=10)
+    history = torch.tensor(trainer.fit(40))
+    assert history[-10:].mean() < 0.7 * history[:10].mean(), history
+
+
+def test_a_trainer_names_a_parameterization_its_process_cannot_use():
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        Trainer(unet_from_preset("digits_small"), NoiseSchedule.cosine(), DIGITS, parameterization="flow")
+    with pytest.raises(ValueError, match="schedule must be a NoiseSchedule or a RectifiedFlowPath"):
+        Trainer(unet_from_preset("digits_small"), "cosine", DIGITS)
+
+
+FLOW = """
+[data]
+dataset = "digits"
+
+[model]
+preset = "digits_small"
+
+[schedule]
+name = "rectified_flow"
+
+[train]
+steps = 3
+batch_size = 8
+warmup_steps = 1
+ema_decay = 0.9
+log_every = 1
+parameterization = "flow"
+"""
+
+DIT = """
+[data]
+dataset = "digits"
+class_conditional = true
+
+[model]
+arch = "dit"
+in_channels = 1
+image_size = 8
+patch_size = 2
+dim = 32
+depth = 2
+num_heads = 4
+
+[schedule]
+name = "cosine"
+T = 100
+
+[train]
+steps = 3
+batch_size = 8
+warmup_steps = 1
+ema_decay = 0.9
+cond_dropout = 0.1
+log_every = 1
+"""
+
+
+def test_the_command_line_trains_a_flow_model_that_loads_with_its_path_and_samples(tmp_path):
+    config = tmp_path / "flow.toml"
+    config.write_text(FLOW)
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    model, path, meta = load(tmp_path / "runs" / "flow-ema")
+    assert isinstance(path, RectifiedFlowPath) and model.parameterization == meta["parameterization"] == "flow"
+    test_images, _ = load_digits("test")
+    assert meta["test_loss"] == pytest.approx(evaluate_loss(model, test_images, path, seed=0), rel=1e-5)
+    with torch.no_grad():
+        images = sample_euler(model, torch.randn(3, 1, 8, 8), path, uniform_times(4))
+    assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1  # x̂_0 clipped to the pixels' range
+
+
+def test_the_command_line_trains_a_class_conditional_dit_that_loads_back_the_same(tmp_path):
+    config = tmp_path / "dit.toml"
+    config.write_text(DIT)
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    model, schedule, meta = load(tmp_path / "runs" / "dit-ema")
+    assert isinstance(model, DiT) and model.config.num_classes == 10 and schedule.T == 100
+    assert meta["model_class"] == "DiT" and meta["model_config"]["dim"] == 32
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert model(x, torch.tensor([5, 50]), torch.tensor([3, 10])).shape == x.shape
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (FLOW.replace('parameterization = "flow"', 'parameterization = "score"'), r"train\.parameterization must be one"),
+    (FLOW.replace('name = "rectified_flow"', 'name = "cosine"'),
+     r"train\.parameterization = 'flow' \(a velocity\) needs schedule\.name = 'rectified_flow'"),
+    (FLOW.replace('name = "rectified_flow"', 'name = "edm"'), r"schedule\.name must be one of"),
+    (DIT.replace('arch = "dit"', 'arch = "mlp"'), r"model\.arch must be one of \['dit', 'unet'\]"),
+    (DIT.replace("depth = 2", "depth = 2\nch_mult = [1, 2]"), r"unknown key model\.ch_mult; expected arch or one of"),
+    (DIT.replace("patch_size = 2", "patch_size = 3"), r"\[model\] patch_size must divide image_size"),
+    (DIT.replace('dataset = "digits"\nclass_conditional = true', 'dataset = "shapes"') + "\n[text]\ndim = 16\n",
+     r"a \[text\] model is a U-Net with cross-attention"),
+    (DIT.replace("class_conditional = true", "low_resolution = 4"),
+     r"data\.low_resolution conditions a U-Net on an image"),
+])
+def test_bad_flow_and_dit_configs_name_the_key_and_the_file(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+        read_config(config)
