@@ -112,15 +112,27 @@ class GaussianMixtureDenoiser:
 
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """E[x_0 | x_t], shape (B, D)."""
+        sqrt_a, variances, noisy_var, diff, log_joint = self._components(x_t, t)
+        resp = torch.softmax(log_joint, dim=1)  # (B, K)
+        component_means = self.means.to(x_t)[None] + sqrt_a * variances / noisy_var * diff  # (B, K, D)
+        return (resp[..., None] * component_means).sum(1)
+
+    def log_density(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """log p_t(x_t), the exact log-density of the noisy data at time t, shape (B,): a mixture of the Gaussians
+        N(sqrt(ᾱ_t) μ_k, ᾱ_t s_k² + 1 - ᾱ_t). Its gradient is the score, which Tweedie's formula ties to the
+        denoiser: ∇ log p_t(x_t) = -ε*(x_t, t) / sqrt(1 - ᾱ_t)."""
+        return torch.logsumexp(self._components(x_t, t)[-1], dim=1)
+
+    def _components(self, x_t: torch.Tensor, t: torch.Tensor | int):
+        """Per component k of the noisy mixture at time t: sqrt(ᾱ_t) (B, 1, 1), s_k² (1, K, D), the variance of x_t
+        given k (B, K, D), x_t - sqrt(ᾱ_t) μ_k (B, K, D), and log π_k + log N(x_t; k) (B, K)."""
         _check_data_shape(x_t, self.means.shape[1:])
         a, sqrt_a, one_minus_a, _ = (level[:, :, None] for level in _levels(self.schedule, t, x_t))  # (B, 1, 1)
         means, variances = self.means.to(x_t)[None], self.variances.to(x_t)[None]  # (1, K, D)
         noisy_var = a * variances + one_minus_a  # (B, K, D): variance of x_t given the component
         diff = x_t[:, None, :] - sqrt_a * means  # (B, K, D)
         log_lik = -0.5 * ((diff**2 / noisy_var) + torch.log(2 * math.pi * noisy_var)).sum(-1)  # (B, K)
-        resp = torch.softmax(log_lik + torch.log(self.weights.to(x_t)), dim=1)  # (B, K)
-        component_means = means + sqrt_a * variances / noisy_var * diff  # (B, K, D)
-        return (resp[..., None] * component_means).sum(1)
+        return sqrt_a, variances, noisy_var, diff, log_lik + torch.log(self.weights.to(x_t))
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None) -> torch.Tensor:
         """ε*(x_t, t) (or E[x_0 | x_t], see ``parameterization``), shape (B, D). ``cond`` is ignored: the data are

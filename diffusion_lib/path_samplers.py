@@ -14,6 +14,7 @@ given (:func:`uniform_times`, :func:`edm_sigmas`), each step t → s with s < t:
              to s = 0, where the network is not called: Karras et al. 2022, Algorithm 1)
     DDIM     x_s = α_s x̂_0 + σ_s ε̂      (Song et al. 2021: keep the step's x̂_0 and ε̂, move the path's coefficients)
     DPM-Solver++(2M)  a second-order multistep method in log-SNR time (Lu et al. 2022)
+    reverse SDE  Euler–Maruyama on the stochastic process that the ODE's marginals share (:func:`sample_reverse_sde`)
     EDM      on the EDM path (α = 1, σ = t): raise the noise from σ_i to σ̂ = (1 + γ) σ_i by adding fresh noise, then
              one Heun step from σ̂ to σ_{i+1} (Karras et al. 2022, Algorithm 2; γ = 0 is Algorithm 1)
 
@@ -281,6 +282,51 @@ def sample_dpmpp_2m_on_path(
         d = x0 if x0_prev is None else (1 + h / (2 * h_prev)) * x0 - h / (2 * h_prev) * x0_prev
         x = (end.sigma / here.sigma) * x - end.alpha * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
+    return x
+
+
+def sample_reverse_sde(
+    denoiser: Denoiser,
+    x_start: torch.Tensor,
+    path: GaussianPath,
+    times: Sequence[float],
+    *,
+    network_path: GaussianPath | None = None,
+    parameterization: str = "auto",
+    cond: Any = None,
+    clip_x0: float | str | None = "auto",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Euler–Maruyama on the reverse-time SDE (Song et al. 2021; Anderson 1982). The path's forward process is the
+    SDE dx = f x dt + g dw with f = α'/α and g² = 2σσ' - 2fσ² (it keeps x_t = α x_0 + σ ε); it runs backwards as
+
+        dx = [f x - g² ∇log p_t(x)] dt + g dw̄,      ∇log p_t(x) = -ε̂ / σ   (Tweedie),
+
+    so a step t → s (s < t) is x_s = x_t + (s - t)(f x_t + g² ε̂/σ) + g sqrt(t - s) z, and the last step, to
+    s = 0, returns x̂_0. The same marginals as the probability-flow ODE, whose drift has g²/2 in place of g² and no
+    noise; DDPM's ancestral sampler is another discretisation of this SDE. The path must have α > 0 at the times
+    visited (not t = 1 of the rectified flow). Arguments as in :func:`sample_euler`, plus ``generator`` for z.
+
+    Returns:
+        the sample at ``times[-1]``, shape (B, ...).
+    """
+    run = PathRun.start(denoiser, x_start, path, times, network_path=network_path, parameterization=parameterization,
+                        cond=cond, clip_x0=clip_x0, callback=callback)
+    x = x_start
+    for t, s in _steps(run.times, progress, "reverse SDE"):
+        eps, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+        if s == 0:
+            return x0
+        here = path.at(t)
+        if here.alpha == 0:
+            raise ValueError(f"the reverse SDE needs α > 0 at every time it visits; α = 0 at t = {t} on the "
+                             f"{path.name} path")
+        f = here.d_alpha / here.alpha
+        g2 = 2 * here.sigma * here.d_sigma - 2 * f * here.sigma**2
+        x = x + (s - t) * (f * x + g2 / here.sigma * eps) + math.sqrt(g2 * (t - s)) * randn_like(x, generator)
     return x
 
 

@@ -17,6 +17,7 @@ from diffusion_lib.path_samplers import (
     sample_edm,
     sample_euler,
     sample_heun,
+    sample_reverse_sde,
     uniform_times,
 )
 from diffusion_lib.paths import DiscreteVPPath, EDMPath, RectifiedFlowPath
@@ -239,3 +240,29 @@ def test_bad_arguments_are_named():
         sample_edm(mixture(EDM, "x0"), x, edm_sigmas(4), s_tmin=1.0, s_tmax=0.5)
     with pytest.raises(ValueError, match="the denoiser must return the shape of x"):
         sample_euler(lambda x, t, c: x[:, :1], x, RF, [1.0, 0.0])
+
+
+@pytest.mark.parametrize(("path", "times"), [(VP, uniform_times(250)), (EDM, edm_sigmas(250))], ids=["VP", "EDM"])
+def test_the_reverse_sde_keeps_the_distribution(path, times):
+    """As the EDM test above: half the samples per component, means within 0.04, variances within 8% (4,000 samples
+    per component; measured within 0.02 and 4%)."""
+    out = sample_reverse_sde(mixture(path), noise(8000, seed=6) * path.at(times[0]).sigma, path, times,
+                             generator=torch.Generator().manual_seed(1))
+    left = out[:, 0] < 0
+    assert abs(left.double().mean().item() - 0.5) < 0.02
+    for side, mean, var in ((left, MEANS[0], VARIANCES[0]), (~left, MEANS[1], VARIANCES[1])):
+        torch.testing.assert_close(out[side].mean(0), mean, rtol=0, atol=0.04)
+        torch.testing.assert_close(out[side].var(0), var.expand(2), rtol=0.08, atol=0)
+    with pytest.raises(ValueError, match="the reverse SDE needs α > 0"):
+        sample_reverse_sde(mixture(RF, "x0"), noise(4), RF, uniform_times(4))
+
+
+@pytest.mark.parametrize("path", [VP, RF, EDM], ids=repr)
+def test_tweedie_the_optimal_denoiser_is_the_score(path):
+    """ε*(x, t) = -σ ∇ log p_t(x): the exact denoiser against autograd of the exact log-density of the noisy data."""
+    denoiser = mixture(path)
+    for t in (0.05, 0.3, 0.7):
+        x = (noise(64, seed=10) * 2).requires_grad_(True)
+        time = torch.full((64,), path.model_time(t), dtype=torch.float64)
+        (score,) = torch.autograd.grad(denoiser.log_density(x, time).sum(), x)
+        torch.testing.assert_close(denoiser(x.detach(), time), -path.at(t).sigma * score, rtol=1e-10, atol=1e-12)
