@@ -187,3 +187,69 @@ def test_bad_flow_and_dit_configs_name_the_key_and_the_file(tmp_path, text, mess
     config.write_text(text)
     with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
         read_config(config)
+
+
+class Recorder(torch.nn.Module):
+    """A denoiser that remembers what it was called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.calls = []
+
+    def forward(self, x_t, t, cond=None):
+        self.calls.append((x_t.detach().clone(), t.detach().clone()))
+        return self.scale * x_t
+
+
+def test_a_coupling_replaces_the_fresh_noise_by_each_examples_own():
+    data = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    recorder = Recorder()
+    trainer = Trainer(recorder, RF, data, coupling=2 * data, batch_size=8, parameterization="flow")
+    trainer.fit(3)
+    for x_t, time in recorder.calls:  # x_t = (1 - t) x_0 + t x_1 = (1 + t) x_0 for one of the rows of the data
+        t = (time / 1000).reshape(-1, 1)
+        x_0 = x_t / (1 + t)
+        assert (x_0[:, None] - data[None]).abs().amax(-1).min(1).values.max() < 1e-5
+    with pytest.raises(ValueError, match=r"coupling must be a tensor of the data's shape \(40, 3\)"):
+        Trainer(Recorder(), RF, data, coupling=data[:5])
+
+
+def test_reflow_trains_on_the_teachers_pairs_from_the_teachers_weights(tmp_path):
+    from diffusion_lib.path_samplers import sample_dpmpp_2m_on_path
+    from diffusion_lib.recipes.diffusion import reflow_pairs
+
+    config = tmp_path / "flow.toml"
+    config.write_text(FLOW)
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    teacher_path = tmp_path / "runs" / "flow-ema"
+    x_0, x_1 = reflow_pairs(str(teacher_path), 6, 3, seed=4, device=torch.device("cpu"), batch=4)
+    teacher, path, _ = load(teacher_path)
+    with torch.no_grad():
+        torch.testing.assert_close(x_0, sample_dpmpp_2m_on_path(teacher, x_1, path, uniform_times(3)))
+    assert torch.equal(x_1, torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(4)))
+
+    reflow = tmp_path / "reflow.toml"
+    reflow.write_text(FLOW.replace('dataset = "digits"', f'dataset = "digits"\nreflow = "{teacher_path}"\n'
+                                   "reflow_pairs = 16\nreflow_steps = 2"))
+    assert main([str(reflow), "--out", str(tmp_path / "runs"), "--steps", "0"]) == 0
+    student = load(tmp_path / "runs" / "reflow-ema").model
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), teacher.state_dict().values(),
+                                                 strict=True))  # 0 steps: the teacher's weights
+    assert main([str(reflow), "--out", str(tmp_path / "runs2")]) == 0
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda text: text.replace('dataset = "digits"', 'dataset = "digits"\nreflow = "digits_flow"')
+     .replace('name = "rectified_flow"', 'name = "cosine"').replace('parameterization = "flow"', ""),
+     r"data\.reflow straightens a flow-matching model; it needs schedule\.name = 'rectified_flow'"),
+    (lambda text: text.replace('dataset = "digits"', 'dataset = "digits"\nreflow = "x"\nclass_conditional = true'),
+     r"data\.reflow trains an unconditional model; it cannot be combined with data\.class_conditional"),
+    (lambda text: text.replace('dataset = "digits"', 'dataset = "digits"\nreflow = "x"\nreflow_pairs = 0'),
+     r"data\.reflow_pairs must be an int >= 1"),
+])
+def test_bad_reflow_configs_name_the_key_and_the_file(tmp_path, edit, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(edit(FLOW))
+    with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
+        read_config(config)

@@ -106,7 +106,7 @@ def test_the_cli_loads_the_pretrained_encoder_and_freezes_it(tmp_path):
                            '[model]\npreset = "shapes"\nch = 8\n[text]\nencoder = "shapes_text_encoder"\n'
                            'freeze_encoder = true\n[train]\nsteps = 1\n')
     config = read_config(config_file)
-    model, _, _, _ = build(config, torch.device("cpu"))
+    model = build(config, torch.device("cpu")).model
     encoder, _ = load_pretrained_encoder()
     assert model.config.freeze_encoder and not any(p.requires_grad for p in model.encoder.parameters())
     assert all(torch.equal(a, b) for a, b in zip(model.encoder.state_dict().values(),

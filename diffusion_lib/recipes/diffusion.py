@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,10 @@ from diffusion_lib.losses import evaluate_loss
 from diffusion_lib.models.dit import DiT, DiTConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
 from diffusion_lib.models.unet import PRESETS, UNet
+from diffusion_lib.path_samplers import sample_dpmpp_2m_on_path, uniform_times
+from diffusion_lib.paths import RectifiedFlowPath
 from diffusion_lib.pretrained import load, process
+from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.config import SHAPES_TEST
 from diffusion_lib.train.runs import StopRequest
@@ -74,14 +77,49 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     return images, labels
 
 
-def build(config: dict[str, dict[str, Any]], device: torch.device):
-    """(model, schedule, data, cond) for a checked config; cond is what :func:`condition` gives; the schedule is the
-    rectified-flow path for ``schedule.name = "rectified_flow"``."""
+class Built(NamedTuple):
+    """What :func:`build` makes of a config."""
+
+    model: torch.nn.Module
+    schedule: NoiseSchedule | RectifiedFlowPath
+    images: torch.Tensor
+    cond: Any
+    coupling: torch.Tensor | None
+    """The noise paired with each image for reflow (see :func:`reflow_pairs`), else None."""
+
+
+def reflow_pairs(teacher_name: str, pairs: int, steps: int, seed: int, device: torch.device,
+                 batch: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_0, x_1), each (pairs, C, H, W): ``pairs`` draws of noise x_1 (seeded ``seed``) and where the flow-matching
+    model ``teacher_name`` takes them, by DPM-Solver++(2M) in ``steps`` steps along its path; the coupling that reflow
+    (Liu et al. 2022) trains a straighter flow on."""
+    teacher, path, _ = load(teacher_name, device=device)
+    if not isinstance(path, RectifiedFlowPath):
+        raise ValueError(f"data.reflow: {teacher_name} is not a flow-matching model (its schedule is {path!r})")
+    config = teacher.config
+    generator = torch.Generator().manual_seed(seed)
+    x_1 = torch.randn(pairs, config.in_channels, config.image_size, config.image_size, generator=generator)
+    with torch.no_grad():
+        x_0 = torch.cat([sample_dpmpp_2m_on_path(teacher, x_1[i:i + batch].to(device), path, uniform_times(steps)).cpu()
+                         for i in range(0, pairs, batch)])
+    return x_0, x_1
+
+
+def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
+    """The model, schedule, data, cond (what :func:`condition` gives) and coupling of a checked config; the schedule is
+    the rectified-flow path for ``schedule.name = "rectified_flow"``. With ``data.reflow`` the data are the teacher's
+    :func:`reflow_pairs` and the model starts from the teacher's weights."""
     dit = config["model"].get("arch", "unet") == "dit"
     name = config["model"].get("preset")
     if not dit and name not in PRESETS:
         raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
-    images, labels = load_data(config["data"], captions="text" in config)
+    data = config["data"]
+    if data["reflow"]:
+        images, coupling = reflow_pairs(data["reflow"], data["reflow_pairs"], data["reflow_steps"],
+                                        config["train"]["seed"] + 2, device)
+        labels = None
+    else:
+        (images, labels), coupling = load_data(data, captions="text" in config), None
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items()
                  if k not in ("preset", "arch")}
     if config["data"]["class_conditional"]:
@@ -108,8 +146,14 @@ def build(config: dict[str, dict[str, Any]], device: torch.device):
     else:
         model = UNet(dataclasses.replace(PRESETS[name], **overrides))
     model = model.to(device)
+    if data["reflow"]:
+        teacher = load(data["reflow"]).model
+        if teacher.config != model.config:
+            raise ValueError(f"data.reflow: the [model] table must build the teacher's network to start from its "
+                             f"weights; got {model.config}, the teacher is {teacher.config}")
+        model.load_state_dict(teacher.state_dict())
     schedule = process(config["schedule"]["name"], config["schedule"]["T"])
-    return model, schedule, images, condition(config, model, images, labels)
+    return Built(model, schedule, images, condition(config, model, images, labels), coupling)
 
 
 def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
@@ -167,9 +211,9 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
     rank = dist.get_rank() if distributed else 0
 
     try:
-        model, schedule, images, cond = build(config, device)
+        model, schedule, images, cond, coupling = build(config, device)
         t = config["train"]
-        trainer = Trainer(model, schedule, images, cond=cond, cond_dropout=float(t["cond_dropout"]),
+        trainer = Trainer(model, schedule, images, cond=cond, coupling=coupling, cond_dropout=float(t["cond_dropout"]),
                           batch_size=t["batch_size"], lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
                           grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]),

@@ -14,7 +14,9 @@ missing file is a one-line error that names the key and the file::
                 two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on each image
                 downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
                 (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
-                diffusion; "" = the pixels)
+                diffusion; "" = the pixels); reflow = a flow-matching model (shipped name or path): train on
+                reflow_pairs pairs (x_0, x_1) it joins with reflow_steps steps of DPM-Solver++, starting from its
+                weights (Liu et al. 2022; needs schedule.name = "rectified_flow" and the model's [model] table)
     [model]     preset (see diffusion_lib.models.unet.PRESETS) and any UNetConfig field to override; or
                 arch = "dit" and the fields of a DiTConfig (a diffusion transformer, diffusion_lib.models.dit)
     [text]      optional, shapes or emoji (the data with captions): a text-conditioned model (diffusion_lib.models.text)
@@ -84,6 +86,9 @@ SCHEMA: dict[str, Schema] = {
         "hold_out": ((list,), []),
         "repeat": ((int,), 1),
         "repeat_names": ((list,), []),
+        "reflow": ((str,), ""),
+        "reflow_pairs": ((int,), 10000),
+        "reflow_steps": ((int,), 30),
     },
     "schedule": {"name": ((str,), "cosine"), "T": ((int,), 1000)},
     "train": {
@@ -114,6 +119,8 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.repeat_names": (lambda v: all(isinstance(p, str) and p for p in v),
                           "a list of emoji names (non-empty strings)"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
+    "data.reflow_pairs": (lambda v: v >= 1, "an int >= 1"),
+    "data.reflow_steps": (lambda v: v >= 1, "an int >= 1"),
     "schedule.name": (lambda v: v in PROCESSES, f"one of {PROCESSES}"),
     "schedule.T": (lambda v: v >= 1, "an int >= 1"),
     "train.steps": (lambda v: v >= 0, "an int >= 0"),
@@ -256,6 +263,11 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     if config["model"].get("arch") == "dit" and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.low_resolution conditions a U-Net on an image; model.arch = 'dit' takes class "
                          "labels or nothing")
+    if config["data"]["reflow"] and config["schedule"]["name"] != "rectified_flow":
+        raise ValueError(f"{path}: data.reflow straightens a flow-matching model; it needs schedule.name = "
+                         "'rectified_flow'")
+    if config["data"]["reflow"] and kinds:
+        raise ValueError(f"{path}: data.reflow trains an unconditional model; it cannot be combined with {kinds[0]}")
     if config["data"]["latent"] and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
     return config

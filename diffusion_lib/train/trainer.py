@@ -63,6 +63,9 @@ class Trainer:
         cond: what the model is conditioned on, one per example, passed to the model as ``cond``: a tensor (N, ...)
             (e.g. int64 class labels (N,)) or a dict of such tensors (e.g. tokens and their mask); None for an
             unconditional model.
+        coupling: the noise paired with each example, a tensor of the data's shape (N, ...), used in place of fresh
+            noise: reflow (Liu et al. 2022) trains on pairs (x_0, x_1) that an ODE sampler joined, x_1 the noise it
+            started from and x_0 where it ended; None: ε ~ N(0, I) drawn afresh each step.
         cond_dropout: probability, per example and step, of replacing its condition by "no condition" through the
             model's ``drop_cond(cond, drop)`` (Ho & Salimans 2022), so that one network learns both the conditional
             and the unconditional prediction that classifier-free guidance combines; 0 disables it.
@@ -100,6 +103,7 @@ class Trainer:
         data: torch.Tensor,
         *,
         cond: torch.Tensor | dict[str, torch.Tensor] | None = None,
+        coupling: torch.Tensor | None = None,
         cond_dropout: float = 0.0,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -128,6 +132,9 @@ class Trainer:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"{name} must be a tensor with one row per example, shape ({data.shape[0]}, ...), "
                                  f"got {shape}")
+        if coupling is not None and (not isinstance(coupling, torch.Tensor) or coupling.shape != data.shape):
+            shape = tuple(coupling.shape) if isinstance(coupling, torch.Tensor) else type(coupling).__name__
+            raise ValueError(f"coupling must be a tensor of the data's shape {tuple(data.shape)}, got {shape}")
         check_real("cond_dropout", cond_dropout, low=0, high=1, high_open=True)
         if cond_dropout > 0 and (cond is None or not hasattr(model, "drop_cond")):
             raise ValueError("cond_dropout > 0 needs a cond and a model with a drop_cond(cond, drop) method")
@@ -163,6 +170,7 @@ class Trainer:
         self.schedule = schedule
         self.data = data.to(self.device)
         self.cond = _map(cond, lambda v: v.to(self.device))
+        self.coupling = None if coupling is None else coupling.to(self.device, self.data.dtype)
         self.cond_dropout = float(cond_dropout)
         self.batch_size, self.lr, self.warmup_steps = batch_size, float(lr), warmup_steps
         self.grad_clip, self.parameterization, self.ema_decay = grad_clip, parameterization, ema_decay
@@ -243,8 +251,11 @@ class Trainer:
             t = torch.rand((n,), generator=self.noise_generator, device=self.device, dtype=self.data.dtype)[mine]
         else:
             t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
-        noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
-                            dtype=self.data.dtype)[mine]
+        if self.coupling is None:
+            noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
+                                dtype=self.data.dtype)[mine]
+        else:  # each example's own x_1
+            noise = self.coupling[index]
         cond = _map(self.cond, lambda v: v[index])
         if self.cond_dropout > 0:
             drop = torch.rand(n, generator=self.noise_generator, device=self.device)[mine] < self.cond_dropout
