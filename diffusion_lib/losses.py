@@ -137,6 +137,20 @@ def diffusion_loss(
     return losses.mean()
 
 
+def elbo_weights(schedule: NoiseSchedule) -> torch.Tensor:
+    """The weight w_t of each timestep's ε error in the evidence lower bound (Ho et al. 2020, eq. 12), shape (T,),
+    float64. With the reverse step p(x_{t-1} | x_t) = N(μ_θ, β̃_t I) and μ_θ written through ε_θ,
+
+        KL(q(x_{t-1} | x_t, x_0) ‖ p(x_{t-1} | x_t)) = w_t ‖ε - ε_θ(x_t, t)‖²,
+        w_t = β_t² / (2 β̃_t α_t (1 - ᾱ_t)) = ½ (SNR(t-1) / SNR(t) - 1),
+
+    summed over the pixels (Kingma et al. 2021 write it ½ (SNR(t-1) - SNR(t)) ‖x_0 - x̂_0‖²). DDPM's simple loss
+    drops w_t and weighs every timestep alike. Index 0 (the decoder term, where β̃ = 0) is NaN."""
+    weights = schedule.betas**2 / (2 * schedule.posterior_variance * schedule.alphas * (1 - schedule.alphas_cumprod))
+    weights[0] = float("nan")
+    return weights
+
+
 @torch.no_grad()
 def evaluate_loss(
     model,

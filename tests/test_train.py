@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from diffusion_lib.data.toys import toy_2d
-from diffusion_lib.losses import diffusion_loss
+from diffusion_lib.forward import q_posterior, q_sample, x0_from_eps
+from diffusion_lib.losses import diffusion_loss, elbo_weights
 from diffusion_lib.models import MLPDenoiser
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
@@ -183,3 +184,21 @@ def test_compile_passes_its_mode_to_torch_compile(data, schedule, monkeypatch, c
     trainer.fit(2)
     assert calls == [{"mode": mode}]
     assert len(marks) == (2 if mode == "reduce-overhead" else 0)  # each step tells the CUDA graphs it is new
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_each_elbo_term_is_a_weighted_noise_error(name):
+    """KL(q(x_{t-1} | x_t, x_0) ‖ N(μ_θ, β̃_t)), computed from the two Gaussians' means, equals w_t ‖ε - ε_θ‖², and
+    w_t = ½ (SNR(t-1)/SNR(t) - 1)."""
+    schedule = NoiseSchedule.from_name(name)
+    weights = elbo_weights(schedule)
+    assert weights.isnan()[0] and not weights[1:].isnan().any()
+    torch.testing.assert_close(weights[1:], 0.5 * (schedule.snr[:-1] / schedule.snr[1:] - 1), rtol=1e-9, atol=0)
+    generator = torch.Generator().manual_seed(0)
+    x0, eps, eps_hat = torch.randn(3, 4, 6, generator=generator, dtype=torch.float64)
+    for t in (1, 10, 500, 999):
+        x_t = q_sample(schedule, x0, t, eps)
+        mean, variance = q_posterior(schedule, x0, x_t, t)
+        model_mean, _ = q_posterior(schedule, x0_from_eps(schedule, x_t, t, eps_hat), x_t, t)
+        kl = (mean - model_mean).square().sum(1) / (2 * variance)
+        torch.testing.assert_close(kl, weights[t] * (eps - eps_hat).square().sum(1), rtol=1e-10, atol=0)
