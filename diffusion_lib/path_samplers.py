@@ -7,7 +7,7 @@ On a path x_t = α(t) x_0 + σ(t) ε (:mod:`diffusion_lib.paths`), moving every 
 carries the noisy distribution at one time to the one at another: it is the probability-flow ODE of Song et al.
 (2021) written for any Gaussian path, and on the rectified-flow path (α = 1 - t, σ = t) it is flow matching's
 u = ε̂ - x̂_0. A sampler integrates it from pure noise at t_max down to the data at t = 0 over the ``times`` it is
-given (:func:`uniform_times`, :func:`edm_sigmas`), each step t → s with s < t:
+given (:func:`uniform_times`, :func:`edm_sigmas`), each step t → s with s < t::
 
     Euler    x_s = x_t + (s - t) u(x_t, t)
     Heun     x̃ = x_t + (s - t) u(x_t, t),  x_s = x_t + (s - t) (u(x_t, t) + u(x̃, s)) / 2     (Euler on a last step
@@ -19,7 +19,8 @@ given (:func:`uniform_times`, :func:`edm_sigmas`), each step t → s with s < t:
              one Heun step from σ̂ to σ_{i+1} (Karras et al. 2022, Algorithm 2; γ = 0 is Algorithm 1)
 
 DDIM is Euler in the variables y = x/α and κ = σ/α, where dy/dκ = ε̂: on paths whose α and σ are linear in t (rectified
-flow, EDM) the two updates are the same, and on a VP path DDIM is the better Euler step.
+flow, EDM) the two updates are the same; on a DDPM schedule's path they differ, and which is the more accurate at few
+steps depends on the data (chapter "Three views of one model" measures both).
 
 The denoiser is any network with the library's signature ``denoiser(x, time, cond)``, called at the time its path
 defines (:meth:`~diffusion_lib.paths.GaussianPath.model_time`: the timestep index on a DDPM schedule's path), and its
