@@ -25,7 +25,7 @@ from diffusion_lib.viz import to_display
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "book" / "images" / "emoji_cover.png"
-MODEL = "emoji_text"
+MODEL = "emoji_text_v"
 PROMPTS = ("grinning face", "cat face", "red apple", "green heart", "sunflower", "slice of pizza", "snowman",
            "jack-o-lantern", "face with tears of joy", "panda face", "large yellow circle", "birthday cake", "ghost",
            "large red square", "rainbow", "watermelon")
