@@ -37,11 +37,11 @@ from diffusion_lib.path_samplers import (
     sample_dpmpp_2m_on_path,
     sample_euler,
     sample_heun,
+    straightness,
     uniform_times,
 )
 from diffusion_lib.paths import DiscreteVPPath, GaussianPath
 from diffusion_lib.pretrained import load
-from diffusion_lib.samplers import Trajectory
 
 HERE = Path(__file__).resolve().parent
 RESULTS = SHIPPED_RESULTS / "digits_flow.json"
@@ -80,18 +80,13 @@ def samples_of(name: str, sampler: str, steps: int) -> tuple[torch.Tensor, float
     return samples, seconds
 
 
-def straightness(name: str, n: int = 200, steps: int = 100) -> float:
-    """Mean of |dx/dt - (x_1 - x_0)|² over ``steps`` Euler steps, ``n`` samples and the pixels: 0 for straight paths."""
+def straightness_of(name: str, n: int = 200, steps: int = 100) -> float:
+    """:func:`diffusion_lib.path_samplers.straightness` of ``name``'s paths from ``n`` noise draws, ``steps`` Euler
+    steps: 0 for straight paths."""
     model, path = model_and_path(name)
     x_1 = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(SEED + 1))
-    trajectory = Trajectory()
-    times = uniform_times(steps)
     with torch.no_grad():
-        x_0 = sample_euler(model, x_1, path, times, clip_x0=1.0, callback=trajectory)
-    points = torch.cat([trajectory.x, x_0[None]])  # (steps + 1, n, 1, 8, 8)
-    dt = torch.tensor(times[1:]) - torch.tensor(times[:-1])  # (steps,), negative
-    slopes = (points[1:] - points[:-1]) / dt.reshape(-1, 1, 1, 1, 1)  # dx/dt on each step
-    return float((slopes - (x_1 - x_0)[None]).square().mean())
+        return straightness(model, x_1, path, uniform_times(steps), clip_x0=1.0)[0]
 
 
 def measure(names: list[str]) -> None:
@@ -115,7 +110,7 @@ def measure(names: list[str]) -> None:
                  "train_seconds": record.get("train_seconds"), "steps": record.get("steps"),
                  "test_loss": record.get("test_loss")}
         if isinstance(model_and_path(name)[1], GaussianPath) and load(name).model.parameterization == "flow":
-            entry["straightness"] = straightness(name)
+            entry["straightness"] = straightness_of(name)
         results[name] = entry
     results["paired"] = paired(kept, results) if {"digits", "digits_flow"} <= set(results) else []
     results["machine"] = machine(description="a 2-core CPU")

@@ -380,6 +380,35 @@ def sample_edm(
     return x
 
 
+def straightness(
+    denoiser: Denoiser,
+    x_start: torch.Tensor,
+    path: GaussianPath,
+    times: Sequence[float],
+    **options: Any,
+) -> tuple[float, torch.Tensor]:
+    """How straight the probability-flow ODE's paths are (Liu et al. 2022): Euler's method over ``times`` from
+    ``x_start``, then the mean over the steps, the samples and their elements of
+
+        |dx/dt - (x_end - x_start) / (t_end - t_start)|²,
+
+    the squared gap between each step's velocity and the one of the straight line from start to end. 0 when every
+    path is a straight line travelled at constant speed, which one Euler step follows exactly. ``options`` go to
+    :func:`sample_euler` (``network_path``, ``parameterization``, ``cond``, ``clip_x0``).
+
+    Returns:
+        (the straightness, the ends of the paths (B, ...)).
+    """
+    trajectory = []
+    end = sample_euler(denoiser, x_start, path, times, callback=lambda t, x, x0: trajectory.append(x), **options)
+    points = torch.stack([*trajectory, end])  # (steps + 1, B, ...)
+    times = torch.tensor([float(t) for t in times], dtype=points.dtype, device=points.device)
+    shape = (-1,) + (1,) * (points.ndim - 1)
+    slopes = (points[1:] - points[:-1]) / (times[1:] - times[:-1]).reshape(shape)
+    line = (end - x_start) / (times[-1] - times[0])
+    return float((slopes - line).square().mean()), end
+
+
 # --------------------------------------------------------------------------- helpers
 
 

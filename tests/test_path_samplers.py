@@ -18,6 +18,7 @@ from diffusion_lib.path_samplers import (
     sample_euler,
     sample_heun,
     sample_reverse_sde,
+    straightness,
     uniform_times,
 )
 from diffusion_lib.paths import DiscreteVPPath, EDMPath, RectifiedFlowPath
@@ -266,3 +267,15 @@ def test_tweedie_the_optimal_denoiser_is_the_score(path):
         time = torch.full((64,), path.model_time(t), dtype=torch.float64)
         (score,) = torch.autograd.grad(denoiser.log_density(x, time).sum(), x)
         torch.testing.assert_close(denoiser(x.detach(), time), -path.at(t).sigma * score, rtol=1e-10, atol=1e-12)
+
+
+def test_straightness_is_zero_for_straight_paths_and_positive_for_curved_ones():
+    def straight(x, time, cond):  # data at the origin: x_t = t x_1 moves with the constant velocity x_1 = x / t
+        return x / (time / 1000).reshape(-1, 1)
+
+    straight.parameterization = "flow"
+    x_1 = noise(50, seed=11)
+    value, end = straightness(straight, x_1, RF, uniform_times(20))
+    assert value < 1e-12 and end.abs().max() < 1e-12
+    curved, _ = straightness(mixture(RF, "x0"), x_1, RF, uniform_times(20))
+    assert curved > 1e-3
