@@ -388,9 +388,9 @@ def straightness(
     **options: Any,
 ) -> tuple[float, torch.Tensor]:
     """How straight the probability-flow ODE's paths are (Liu et al. 2022): Euler's method over ``times`` from
-    ``x_start``, then the mean over the steps, the samples and their elements of
+    ``x_start``, then the mean over the steps, the samples and their elements of::
 
-        |dx/dt - (x_end - x_start) / (t_end - t_start)|²,
+        (dx/dt - (x_end - x_start) / (t_end - t_start))²
 
     the squared gap between each step's velocity and the one of the straight line from start to end. 0 when every
     path is a straight line travelled at constant speed, which one Euler step follows exactly. ``options`` go to
