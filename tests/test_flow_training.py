@@ -253,3 +253,24 @@ def test_bad_reflow_configs_name_the_key_and_the_file(tmp_path, edit, message):
     config.write_text(edit(FLOW))
     with pytest.raises(ValueError, match=rf"bad\.toml: {message}"):
         read_config(config)
+
+
+def test_generate_samples_a_class_conditional_flow_model_on_its_path(tmp_path):
+    from diffusion_lib.pipelines import generate
+
+    config = tmp_path / "flow_class.toml"
+    config.write_text(FLOW.replace('dataset = "digits"', 'dataset = "digits"\nclass_conditional = true')
+                      .replace("log_every = 1", "log_every = 1\ncond_dropout = 0.2"))
+    assert main([str(config), "--out", str(tmp_path / "runs")]) == 0
+    model, path, _ = load(tmp_path / "runs" / "flow_class-ema")
+    assert isinstance(path, RectifiedFlowPath) and model.config.num_classes == 10
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = generate(model, path, torch.tensor([0, 1, 2, 3]), x_T, guidance=2.0, steps=3)
+    assert images.shape == (4, 1, 8, 8) and images.abs().max() <= 1
+    with torch.no_grad():  # the same as the solver called by hand with guidance
+        from diffusion_lib.path_samplers import sample_dpmpp_2m_on_path
+        from diffusion_lib.samplers import classifier_free_guidance
+
+        by_hand = sample_dpmpp_2m_on_path(classifier_free_guidance(model, 2.0), x_T, path, uniform_times(3),
+                                          cond=torch.tensor([0, 1, 2, 3]), clip_x0=1.0)
+    assert torch.equal(images, by_hand)
