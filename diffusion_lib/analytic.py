@@ -97,7 +97,8 @@ class GaussianMixtureDenoiser:
         if variances.shape != (k, d) or not bool((variances > 0).all()):
             raise ValueError(f"variances must be positive, of shape (K,) or (K, D) = ({k}, {d}), got "
                              f"{tuple(variances.shape)}")
-        weights = torch.full((k,), 1.0 / k, dtype=means.dtype) if weights is None else torch.as_tensor(weights)
+        weights = (torch.full((k,), 1.0 / k, dtype=means.dtype, device=means.device) if weights is None
+                   else torch.as_tensor(weights, device=means.device))
         if weights.shape != (k,) or not bool((weights > 0).all()) or abs(float(weights.sum()) - 1) > 1e-6:
             raise ValueError(f"weights must be {k} positive numbers summing to 1, got {weights.tolist()}")
         self.means, self.variances, self.weights = means, variances, weights
@@ -105,9 +106,10 @@ class GaussianMixtureDenoiser:
         self.parameterization = check_choice("parameterization", parameterization, ANALYTIC_PARAMETERIZATIONS)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n points from the mixture, shape (n, D)."""
+        """n points from the mixture, shape (n, D), on the device of the means (where ``generator`` must be)."""
         component = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
-        noise = torch.randn((n, self.means.shape[1]), generator=generator, dtype=self.means.dtype)
+        noise = torch.randn((n, self.means.shape[1]), generator=generator, dtype=self.means.dtype,
+                            device=self.means.device)
         return self.means[component] + self.variances[component].sqrt() * noise
 
     def posterior_mean(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
