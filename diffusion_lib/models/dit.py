@@ -56,7 +56,7 @@ from torch.nn import functional as F
 
 from ..checks import check_int, check_real, check_tensor, is_int
 from .dropout import Dropout
-from .embeddings import check_timesteps, timestep_embedding
+from .embeddings import check_timesteps, class_labels, timestep_embedding
 from .unet_blocks import attend
 
 __all__ = ["TIME_FREQUENCIES", "DiT", "DiTConfig", "patchify", "sincos_position_embedding", "unpatchify"]
@@ -346,16 +346,7 @@ class DiT(nn.Module):
             raise ValueError(f"cond has unknown keys {sorted(unknown)}; the DiT takes only 'labels'")
         labels = cond.get("labels")
 
-        if labels is not None:
-            if cfg.num_classes is None:
-                raise ValueError("cond has labels but this DiT has no class conditioning (num_classes=None)")
-            check_tensor("cond labels", labels, (batch,), dtype="integer", meaning="(B,)")
-            if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel() and (
-                    int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes):  # checked on the CPU only: free
-                raise ValueError(f"cond labels must lie in [0, num_classes={cfg.num_classes}] (the last is the "
-                                 f"null class), got values in [{int(labels.min())}, {int(labels.max())}]")
-        elif cfg.num_classes is not None:
-            labels = torch.full((batch,), cfg.num_classes, dtype=torch.long, device=x_t.device)  # null class
+        labels = class_labels(labels, cfg.num_classes, batch, x_t.device, "DiT")
         return t, labels
 
     # ------------------------------------------------------------------ forward

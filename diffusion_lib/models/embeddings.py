@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..checks import check_int, check_real, is_int, is_real
+from ..checks import check_int, check_real, check_tensor, is_int, is_real
 
 
 def timestep_embedding(t: torch.Tensor | int, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -62,3 +62,23 @@ def check_timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> 
         shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"t must be an int or a tensor of shape () or (B,) = ({batch},), got {shape}")
     return t.to(device)
+
+
+def class_labels(labels: torch.Tensor | None, num_classes: int | None, batch: int, device: torch.device,
+                 owner: str) -> torch.Tensor | None:
+    """The class ids a denoiser embeds, after checking them: ``labels`` (LongTensor (batch,), values in
+    [0, num_classes], the last being the null class), or the null class for every example when none are given to a
+    class-conditional model; None for a model without classes (``num_classes`` None). Values are checked on the CPU
+    only (reading them back from a GPU would stall it). ``owner`` names the model in the errors ("UNet", "DiT")."""
+    if labels is None:
+        if num_classes is None:
+            return None
+        return torch.full((batch,), num_classes, dtype=torch.long, device=device)  # the null class
+    if num_classes is None:
+        raise ValueError(f"cond has labels but this {owner} has no class conditioning (num_classes=None)")
+    check_tensor("cond labels", labels, (batch,), dtype="integer", meaning="(B,)")
+    if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel() and (
+            int(labels.min()) < 0 or int(labels.max()) > num_classes):
+        raise ValueError(f"cond labels must lie in [0, num_classes={num_classes}] (the last is the null class), got "
+                         f"values in [{int(labels.min())}, {int(labels.max())}]")
+    return labels

@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..checks import check_bool, check_int, check_real, check_tensor, is_int
-from .embeddings import check_timesteps, timestep_embedding
+from .embeddings import check_timesteps, class_labels, timestep_embedding
 from .unet_blocks import Attention, Level, ResBlock, Upsample, group_norm
 
 __all__ = ["PRESETS", "UNet", "UNetConfig", "unet_from_preset"]
@@ -278,16 +278,7 @@ class UNet(nn.Module):
                              "'context_mask', 'image'")
         labels, context, mask, image = (cond.get(key) for key in ("labels", "context", "context_mask", "image"))
 
-        if labels is not None:
-            if cfg.num_classes is None:
-                raise ValueError("cond has labels but this UNet has no class conditioning (num_classes=None)")
-            check_tensor("cond labels", labels, (batch,), dtype="integer", meaning="(B,)")
-            if labels.device.type == "cpu" and not torch.compiler.is_compiling() and labels.numel() and (
-                    int(labels.min()) < 0 or int(labels.max()) > cfg.num_classes):  # checked on the CPU only: free
-                raise ValueError(f"cond labels must lie in [0, num_classes={cfg.num_classes}] (the last is the "
-                                 f"null class), got values in [{int(labels.min())}, {int(labels.max())}]")
-        elif cfg.num_classes is not None:
-            labels = torch.full((batch,), cfg.num_classes, dtype=torch.long, device=x_t.device)  # null class
+        labels = class_labels(labels, cfg.num_classes, batch, x_t.device, "UNet")
 
         if context is not None:
             if cfg.context_dim is None:
