@@ -44,7 +44,7 @@ from diffusion_lib.pretrained import load
 RESULTS = SHIPPED_RESULTS / "emoji.json"
 SCALES = (0.0, 1.0, 2.0, 4.0)
 STEPS = 20
-MODELS = ("emoji", "emoji_latent", "emoji_latent_v", "emoji_text", "emoji_text_v")
+MODELS = ("emoji", "emoji_latent", "emoji_latent_v", "emoji_latent_flow", "emoji_text", "emoji_text_v")
 COMPOSITION_SCALES = (1.0, 2.0, 4.0, 7.0)
 PER_PROMPT = 16
 

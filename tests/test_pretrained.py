@@ -42,7 +42,7 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
 
 def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
     names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
-    assert len(names) == 25
+    assert len(names) == 26
     for name in names:
         model, schedule, record = load(name)
         assert type(model).__name__ == record["model_class"] and not model.training, name
@@ -80,7 +80,7 @@ def test_a_record_that_names_no_known_model_class_is_refused_by_name(tmp_path):
 
 SHIPPED_DENOISERS = ("digits", "digits_class", "digits_flow", "digits_reflow", "digits_dit", "shapes_text",
                      "shapes_pooled", "shapes_sr", "shapes_text_frozen", "shapes_latent", "shapes_text_v", "emoji",
-                     "emoji_latent", "emoji_latent_v", "emoji_text", "emoji_text_v")
+                     "emoji_latent", "emoji_latent_v", "emoji_latent_flow", "emoji_text", "emoji_text_v")
 
 
 @pytest.mark.parametrize("name", SHIPPED_DENOISERS)
