@@ -5,7 +5,8 @@
     python benchmarks/emoji.py table                     # print the stored results as markdown
 
 ``measure``, for each model (default: ``emoji``, the pixel-space twin of ``emoji_latent``, then ``emoji_latent``, its
-v-prediction twin ``emoji_latent_v``, ``emoji_text`` and ``emoji_text_v``): 328 samples (:data:`diffusion_lib.evaluation.emoji.SAMPLE_COUNT`, the size of the test split) that
+v-prediction and flow-matching twins ``emoji_latent_v`` and ``emoji_latent_flow``, ``emoji_text`` and
+``emoji_text_v``): 328 samples (:data:`diffusion_lib.evaluation.emoji.SAMPLE_COUNT`, the size of the test split) that
 ask for the 328 held-out real emoji (by category for the class models, by name for the text model), so that samples
 and floor have the same mix of categories; DPM-Solver++(2M) 20 steps from x_T seeded 0, at guidance scales 0 (the
 unconditional model: the null class or the empty caption), 1 (the conditional model), 2 and 4. Each set is scored by
