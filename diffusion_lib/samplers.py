@@ -14,6 +14,7 @@ The model output is read according to ``parameterization``: the noise ε (``"eps
     DDIM (Song et al. 2021) x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s - σ²) ε̂ + σ z,   σ = η sqrt(β̃)
     DPM-Solver++(2M) (Lu et al. 2022), in log-SNR time λ = log(α/σ), α = sqrt(ᾱ), σ = sqrt(1 - ᾱ), h = λ_s - λ_t:
         x_s = (σ_s/σ_t) x_t - α_s (e^{-h} - 1) D,   D = x̂_0 (first order) or (1 + 1/2r) x̂_0,t - (1/2r) x̂_0,prev
+    Consistency (Song et al. 2023), for a consistency model:  x_s = sqrt(ᾱ_s) x̂_0 + sqrt(1 - ᾱ_s) z,  z fresh noise
 
 Timesteps are 0-indexed (index t is the paper's step t + 1). A sampler visits a decreasing subsequence t_1 > ... > t_S
 of [0, T) and then takes one last step to clean data (ᾱ = 1), where it returns x̂_0.
@@ -245,6 +246,43 @@ def sample_dpmpp_2m(
         x = math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) * x - math.sqrt(alpha_bar_s) * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
     return x
+
+
+def sample_consistency(
+    denoiser: Denoiser,
+    x_T: torch.Tensor,
+    schedule: NoiseSchedule,
+    steps: int = 1,
+    *,
+    parameterization: str = "auto",
+    cond: Any = None,
+    spacing: str = "trailing",
+    timesteps: Sequence[int] | None = None,
+    clip_x0: float | str | None = "auto",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Algorithm 1) for a consistency model, whose x̂_0 is its
+    answer from any point of a path: x̂_0 = f(x_T, t_1); then at each later timestep t_i, fresh noise
+    x_{t_i} = sqrt(ᾱ_{t_i}) x̂_0 + sqrt(1 - ᾱ_{t_i}) z and x̂_0 = f(x_{t_i}, t_i). One step is the one-step sample; each
+    more step trades a little time for a sample that the model refines from a less noisy point.
+
+    Arguments as in :func:`sample_ddpm`; ``steps`` defaults to 1.
+
+    Returns:
+        x_0 of shape (B, ...), the last x̂_0.
+    """
+    run = SamplerRun.start(denoiser, x_T, schedule, steps, parameterization=parameterization, cond=cond,
+                           spacing=spacing, timesteps=timesteps, clip_x0=clip_x0, callback=callback, progress=progress)
+    x, x0 = x_T, x_T
+    for i, t in run.steps("consistency"):
+        if i > 0:
+            alpha_bar_t = schedule.alphas_cumprod[t].item()
+            x = math.sqrt(alpha_bar_t) * x0 + math.sqrt(1 - alpha_bar_t) * randn_like(x0, generator)
+        _, x0 = run.predict(x, t)
+        run.callback(t, x, x0)
+    return x0
 
 
 def ddim_invert(

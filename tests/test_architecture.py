@@ -15,7 +15,7 @@ PRINTERS = COMMANDS | {"diffusion_lib.notebook"}
 FLOORS = {
     0: ["diffusion_lib"],  # the package itself: __version__
     1: ["checks", "schedules", "paths", "checkpoints", "data", "metrics"],
-    2: ["forward", "samplers", "sampler_setup", "path_samplers", "losses", "analytic"],
+    2: ["forward", "samplers", "sampler_setup", "path_samplers", "losses", "analytic", "distillation"],
     3: ["models", "families"],
     4: ["editing", "pipelines", "pretrained", "speed"],
     5: ["evaluation"],

@@ -16,6 +16,7 @@ from diffusion_lib.editing import inpaint, sdedit, super_resolve
 from diffusion_lib.samplers import (
     classifier_free_guidance,
     ddim_invert,
+    sample_consistency,
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
@@ -28,6 +29,8 @@ SAMPLERS = {
     "ddpm": lambda d, x, **kw: sample_ddpm(d, x, SCHEDULE, 5, generator=torch.Generator().manual_seed(0), **kw),
     "ddim": lambda d, x, **kw: sample_ddim(d, x, SCHEDULE, 5, **kw),
     "dpmpp": lambda d, x, **kw: sample_dpmpp_2m(d, x, SCHEDULE, 5, **kw),
+    "consistency": lambda d, x, **kw: sample_consistency(d, x, SCHEDULE, 3, generator=torch.Generator().manual_seed(0),
+                                                         **kw),
 }
 
 

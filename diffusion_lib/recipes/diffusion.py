@@ -33,6 +33,7 @@ from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.config import SHAPES_TEST
 from diffusion_lib.train.runs import StopRequest
+from diffusion_lib.train.students import ConsistencyDistillation, ProgressiveDistillation
 
 
 def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
@@ -86,6 +87,8 @@ class Built(NamedTuple):
     cond: Any
     coupling: torch.Tensor | None
     """The noise paired with each image for reflow (see :func:`reflow_pairs`), else None."""
+    teacher: torch.nn.Module | None = None
+    """The teacher of a [distill] config (the model starts from its weights), else None."""
 
 
 def reflow_pairs(teacher_name: str, pairs: int, steps: int, seed: int, device: torch.device,
@@ -108,7 +111,8 @@ def reflow_pairs(teacher_name: str, pairs: int, steps: int, seed: int, device: t
 def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
     """The model, schedule, data, cond (what :func:`condition` gives) and coupling of a checked config; the schedule is
     the rectified-flow path for ``schedule.name = "rectified_flow"``. With ``data.reflow`` the data are the teacher's
-    :func:`reflow_pairs` and the model starts from the teacher's weights."""
+    :func:`reflow_pairs` and the model starts from the teacher's weights; with [distill] the model starts from the
+    teacher's weights too, and the teacher comes back as ``teacher``."""
     dit = config["model"].get("arch", "unet") == "dit"
     name = config["model"].get("preset")
     if not dit and name not in PRESETS:
@@ -153,7 +157,48 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
                              f"weights; got {model.config}, the teacher is {teacher.config}")
         model.load_state_dict(teacher.state_dict())
     schedule = process(config["schedule"]["name"], config["schedule"]["T"])
-    return Built(model, schedule, images, condition(config, model, images, labels), coupling)
+    teacher = start_from_teacher(config, model, device) if "distill" in config else None
+    return Built(model, schedule, images, condition(config, model, images, labels), coupling, teacher)
+
+
+def start_from_teacher(config: dict[str, dict[str, Any]], student: torch.nn.Module,
+                       device: torch.device) -> torch.nn.Module:
+    """Load the teacher of a [distill] config, check that the student has its network (dropout aside) and schedule,
+    copy its weights into the student, and return it."""
+    name = config["distill"]["teacher"]
+    teacher, _, record = load(name, device=device)
+    if dataclasses.replace(teacher.config, dropout=0.0) != dataclasses.replace(student.config, dropout=0.0):
+        raise ValueError(f"distill.teacher: the [model] table must build the teacher's network to start from its "
+                         f"weights (dropout may differ); got {student.config}, {name} is {teacher.config}")
+    theirs = record["config"]["schedule"]
+    if (theirs["name"], theirs["T"]) != (config["schedule"]["name"], config["schedule"]["T"]):
+        raise ValueError(f"distill.teacher: [schedule] must be the teacher's, name = {theirs['name']!r}, "
+                         f"T = {theirs['T']}; got {config['schedule']}")
+    student.load_state_dict(teacher.state_dict())
+    return teacher
+
+
+def student_objective(config: dict[str, dict[str, Any]], teacher: torch.nn.Module, schedule: NoiseSchedule):
+    """The :mod:`diffusion_lib.train.students` objective of a [distill] config."""
+    distill = config["distill"]
+    if distill["method"] == "progressive":
+        return ProgressiveDistillation(teacher, schedule, student_steps=distill["student_steps"],
+                                       round_steps=distill["round_steps"])
+    return ConsistencyDistillation(teacher, schedule, grid_steps=distill["grid_steps"],
+                                   target_decay=float(distill["target_decay"]))
+
+
+def round_exports(config: dict[str, dict[str, Any]], export_path: Path, steps: int) -> list[tuple[int, int, Path]]:
+    """(step, student steps, path) of each round of a progressive distillation that ``steps`` completes, but the last
+    (its 1-step student is ``OUT/NAME-ema``): the student of the round whose students sample in N steps is exported
+    at the round's end to ``OUT/NAME_N-ema``, so that every round's student is kept. Empty for any other config."""
+    distill = config.get("distill")
+    if distill is None or distill["method"] != "progressive":
+        return []
+    rounds = [distill["student_steps"] >> k for k in range(distill["student_steps"].bit_length())]
+    stem = export_path.name.removesuffix("-ema")
+    return [((k + 1) * distill["round_steps"], n, export_path.with_name(f"{stem}_{n}-ema"))
+            for k, n in enumerate(rounds[:-1]) if (k + 1) * distill["round_steps"] <= steps]
 
 
 def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
@@ -211,9 +256,11 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
     rank = dist.get_rank() if distributed else 0
 
     try:
-        model, schedule, images, cond, coupling = build(config, device)
+        model, schedule, images, cond, coupling, teacher = build(config, device)
         t = config["train"]
-        trainer = Trainer(model, schedule, images, cond=cond, coupling=coupling, cond_dropout=float(t["cond_dropout"]),
+        objective = None if teacher is None else student_objective(config, teacher, schedule)
+        trainer = Trainer(model, schedule, images, cond=cond, coupling=coupling, objective=objective,
+                          cond_dropout=float(t["cond_dropout"]),
                           batch_size=t["batch_size"], lr=float(t["lr"]),
                           weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
                           grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]),
@@ -229,9 +276,21 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
         if rank == 0:
             print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
                   f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
+        test_images, test_labels = load_data(config["data"], "test", captions="text" in config)
+        test_data = (test_images, condition(config, model, test_images, test_labels))
+        rounds = round_exports(config, export_path, steps)
         with StopRequest() as stop:
-            trainer.fit(max(steps - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
-                        checkpoint_path=state_path, meta=meta, should_stop=stop)
+            for until in sorted({step for step, _, _ in rounds if step > trainer.step} | {steps}):
+                trainer.fit(max(until - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
+                            checkpoint_path=state_path, meta=meta, should_stop=stop)
+                if stop.received is not None:
+                    break
+                for step, student_steps, path in rounds:
+                    if step == until and rank == 0:
+                        export_denoiser(trainer, path, {**meta, "train_seconds": round(trainer.train_seconds, 1),
+                                                        "sampler": {"name": "ddim", "steps": student_steps}},
+                                        test_data=test_data)
+                        print(f"step {step}: wrote the {student_steps}-step student {path}.*")
         if stop.received is not None:
             if rank == 0:
                 print(f"{signal.Signals(stop.received).name}: stopped at step {trainer.step} of {steps} and saved "
@@ -239,12 +298,20 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
             return 128 + stop.received
         if rank == 0:
             seconds = trainer.train_seconds  # over every run of a resumed training
-            test_images, test_labels = load_data(config["data"], "test", captions="text" in config)
-            export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1),
+            sampler = {"sampler": student_sampler(config, objective)} if objective is not None else {}
+            export_denoiser(trainer, export_path, {**meta, "train_seconds": round(seconds, 1), **sampler,
                                                    "final_loss": trainer.history[-1] if trainer.history else None},
-                            test_data=(test_images, condition(config, model, test_images, test_labels)))
+                            test_data=test_data)
             print(f"done in {seconds:.0f} s; wrote {state_path}.* and {export_path}.*")
     finally:
         if distributed:
             dist.destroy_process_group()
     return 0
+
+
+def student_sampler(config: dict[str, dict[str, Any]], objective) -> dict[str, Any]:
+    """How a distilled student samples, for its record: DDIM in the last round's steps (progressive), or
+    multistep consistency sampling (consistency)."""
+    if config["distill"]["method"] == "progressive":
+        return {"name": "ddim", "steps": objective.student_steps}
+    return {"name": "consistency"}

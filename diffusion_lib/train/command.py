@@ -9,7 +9,9 @@ in :mod:`diffusion_lib.train.config` and checked before any training. A diffusio
 It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
 ``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what
 :func:`diffusion_lib.pretrained.load` loads); NAME is the config's file name without ``.toml``, dots and all
-(``digits.v2.toml`` writes ``OUT/digits.v2.json``).
+(``digits.v2.toml`` writes ``OUT/digits.v2.json``). A progressive distillation also writes the student of each
+round but the last (whose 1-step student is ``OUT/NAME-ema``), ``OUT/NAME_N-ema`` for the round whose student
+samples in N steps.
 
 No run loses earlier work. A run whose checkpoints already exist in ``--out`` is refused unless ``--resume``
 (continue it; refused when there is nothing to resume) or ``--overwrite`` (start again) is given; ``--out`` is
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--steps must be >= 0, got {steps}")
         if family and args.resume:
             raise ValueError("--resume: a [family] config trains in one go and cannot be resumed")
-        check_output_folder(args.out, [checkpoints.files(p)[0] for p in outputs], resume=args.resume,
+        rounds = [] if family else [path for _, _, path in diffusion.round_exports(config, outputs[1], steps)]
+        check_output_folder(args.out, [checkpoints.files(p)[0] for p in outputs + rounds], resume=args.resume,
                             overwrite=args.overwrite)
     except (ValueError, OSError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")

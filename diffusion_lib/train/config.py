@@ -23,6 +23,12 @@ missing file is a one-line error that names the key and the file::
                 with a text encoder of dim, depth, heads, max_len, and mode = "cross" | "pooled"; encoder = a pretrained
                 encoder to start from (a shipped name or a path, see diffusion_lib.recipes.text_encoder; "" = random
                 init) and freeze_encoder = true to keep the encoder's weights fixed (Imagen's recipe)
+    [distill]   optional: train a student that samples in a few steps from a shipped teacher (name or path), starting
+                from its weights (the [model] table must build the teacher's network; dropout may differ; [schedule]
+                must be the teacher's; train.parameterization "v" or "x0"): method = "progressive" (Salimans & Ho
+                2022: rounds of round_steps steps, the first student sampling in student_steps steps, a power of two,
+                halved each round to 1) or "consistency" (Song et al. 2023: on the teacher's grid of grid_steps DDIM
+                steps, target network decay target_decay); see diffusion_lib.train.students
     [schedule]  name = "linear" | "cosine", T; or name = "rectified_flow" (flow matching on the path x_t = (1 - t) x_0
                 + t ε, t ~ Uniform(0, 1), see diffusion_lib.losses; T is not used)
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
@@ -69,6 +75,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "shapes", "emoji")
 CAPTIONED = ("shapes", "emoji")  # the data sets with captions, which a [text] model can learn
 SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
 PROCESSES = (*SCHEDULE_NAMES, "rectified_flow")  # schedule.name: a DDPM schedule, or flow matching's path
+DISTILL_METHODS = ("progressive", "consistency")
 ARCHITECTURES = {"unet": UNetConfig, "dit": DiTConfig}  # model.arch -> the config its other keys are fields of
 
 # table -> key -> (accepted types, default); a default of ... means required.
@@ -140,8 +147,17 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.parameterization": (lambda v: v in PATH_PARAMETERIZATIONS,
                                f"one of {PATH_PARAMETERIZATIONS} (the model's target)"),
+    "distill.method": (lambda v: v in DISTILL_METHODS, f"one of {DISTILL_METHODS}"),
+    "distill.student_steps": (lambda v: v >= 1 and not v & (v - 1), "a power of two >= 1 (halved each round to 1)"),
+    "distill.round_steps": (lambda v: v >= 1, "an int >= 1"),
+    "distill.grid_steps": (lambda v: v >= 1, "an int >= 1"),
+    "distill.target_decay": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the book's configs, shipped with the package
+DISTILL_SCHEMA: Schema = {
+    "method": ((str,), ...), "teacher": ((str,), ...), "student_steps": ((int,), 16), "round_steps": ((int,), 2000),
+    "grid_steps": ((int,), 32), "target_decay": ((float, int), 0.95),
+}
 TEXT_SCHEMA: Schema = {
     "dim": ((int,), 64), "depth": ((int,), 2), "heads": ((int,), 4), "max_len": ((int,), 16), "mode": ((str,), "cross"),
     "encoder": ((str,), ""), "freeze_encoder": ((bool,), False),
@@ -225,11 +241,12 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """
     path = Path(path)
     raw = read_toml(path)
-    unknown = set(raw) - {*SCHEMA, "model", "text"}
+    unknown = set(raw) - {*SCHEMA, "model", "text", "distill"}
     if unknown:
         raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected "
-                         f"{sorted({*SCHEMA, 'model', 'text'})}")
-    schema = {**SCHEMA, "text": TEXT_SCHEMA} if "text" in raw else SCHEMA
+                         f"{sorted({*SCHEMA, 'model', 'text', 'distill'})}")
+    schema = {**SCHEMA, **{name: table for name, table in (("text", TEXT_SCHEMA), ("distill", DISTILL_SCHEMA))
+                           if name in raw}}
     config = {table: check_table(path, table, raw.get(table, {}), keys, fill=True) for table, keys in schema.items()}
     config["model"] = _check_model(path, dict(raw.get("model", {})), "text" in config)
     if config["train"]["parameterization"] == "flow" and config["schedule"]["name"] != "rectified_flow":
@@ -270,6 +287,12 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: data.reflow trains an unconditional model; it cannot be combined with {kinds[0]}")
     if config["data"]["latent"] and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
+    if "distill" in config:
+        if config["train"]["parameterization"] not in ("x0", "v"):
+            raise ValueError(f"{path}: a [distill] student predicts 'v' or 'x0' (its x̂_0 must stay accurate from pure "
+                             f"noise), got train.parameterization = {config['train']['parameterization']!r}")
+        if config["schedule"]["name"] == "rectified_flow" or config["data"]["reflow"] or "text" in config:
+            raise ValueError(f"{path}: [distill] distils a denoiser on a DDPM schedule, without [text] or data.reflow")
     return config
 
 

@@ -66,6 +66,10 @@ class Trainer:
         coupling: the noise paired with each example, a tensor of the data's shape (N, ...), used in place of fresh
             noise: reflow (Liu et al. 2022) trains on pairs (x_0, x_1) that an ODE sampler joined, x_1 the noise it
             started from and x_0 where it ended; None: ε ~ N(0, I) drawn afresh each step.
+        objective: a student's objective (:mod:`diffusion_lib.train.students`: progressive or consistency
+            distillation of a teacher) in place of the denoising loss; it draws the timesteps and gives the loss, and
+            the trainer calls its ``after_step(trainer)`` after each step and saves its ``state_tensors()`` in
+            checkpoints. None: the denoising loss (or flow matching's).
         cond_dropout: probability, per example and step, of replacing its condition by "no condition" through the
             model's ``drop_cond(cond, drop)`` (Ho & Salimans 2022), so that one network learns both the conditional
             and the unconditional prediction that classifier-free guidance combines; 0 disables it.
@@ -104,6 +108,7 @@ class Trainer:
         *,
         cond: torch.Tensor | dict[str, torch.Tensor] | None = None,
         coupling: torch.Tensor | None = None,
+        objective: Any = None,
         cond_dropout: float = 0.0,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -135,6 +140,8 @@ class Trainer:
         if coupling is not None and (not isinstance(coupling, torch.Tensor) or coupling.shape != data.shape):
             shape = tuple(coupling.shape) if isinstance(coupling, torch.Tensor) else type(coupling).__name__
             raise ValueError(f"coupling must be a tensor of the data's shape {tuple(data.shape)}, got {shape}")
+        if objective is not None and (coupling is not None or isinstance(schedule, RectifiedFlowPath)):
+            raise ValueError("objective (a student's) needs a NoiseSchedule and no coupling: it makes its own targets")
         check_real("cond_dropout", cond_dropout, low=0, high=1, high_open=True)
         if cond_dropout > 0 and (cond is None or not hasattr(model, "drop_cond")):
             raise ValueError("cond_dropout > 0 needs a cond and a model with a drop_cond(cond, drop) method")
@@ -193,6 +200,9 @@ class Trainer:
         self.history: list[float] = []
         self.bucket_loss = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
         self.bucket_count = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
+        self.objective = objective
+        if objective is not None:
+            objective.attach(self)
 
     # ------------------------------------------------------------------ one step
     def lr_at(self, step: int) -> float:
@@ -215,9 +225,12 @@ class Trainer:
         x0, cond, t, noise, keys = self._batch()
         with torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp], enabled=self.amp is not None), \
                 keyed_masks(keys):
-            loss_per_example = flow_loss_per_example if self.flow else diffusion_loss_per_example
-            losses, t = loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
-                                         parameterization=self.parameterization)
+            if self.objective is not None:  # t holds the objective's grid positions
+                losses, t = self.objective.losses(self._model_call, x0, noise, t, cond)
+            else:
+                loss_per_example = flow_loss_per_example if self.flow else diffusion_loss_per_example
+                losses, t = loss_per_example(self._model_call, x0, self.schedule, cond=cond, t=t, noise=noise,
+                                             parameterization=self.parameterization)
         loss = losses.float().mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -229,11 +242,13 @@ class Trainer:
         if self.ema_model is not None:
             ema, params = list(self.ema_model.parameters()), list(self.model.parameters())
             torch._foreach_lerp_(ema, params, 1.0 - self.ema_decay_at(self.step))
+        self.step += 1
+        if self.objective is not None:
+            self.objective.after_step(self)  # with the step just taken counted
         bucket = (t * self.n_buckets).long().clamp(max=self.n_buckets - 1) if self.flow else \
             t * self.n_buckets // self.schedule.T
         self.bucket_loss.index_add_(0, bucket, losses.detach().double())
         self.bucket_count.index_add_(0, bucket, torch.ones_like(bucket, dtype=torch.float64))
-        self.step += 1
         return loss.detach()
 
     def _model_call(self, x_t: torch.Tensor, t: torch.Tensor, cond):
@@ -247,7 +262,9 @@ class Trainer:
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         keys = example_keys(self.seed, self.step, torch.arange(mine.start, mine.stop, device=self.device))
         index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
-        if self.flow:  # a continuous time in [0, 1)
+        if self.objective is not None:  # the positions on the student's grid
+            t = self.objective.draw(n, self.noise_generator, self.device)[mine]
+        elif self.flow:  # a continuous time in [0, 1)
             t = torch.rand((n,), generator=self.noise_generator, device=self.device, dtype=self.data.dtype)[mine]
         else:
             t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
@@ -358,6 +375,8 @@ class Trainer:
             "bucket.count": self.bucket_count,
             "scaler.scale": torch.tensor(self.scaler.get_scale() if self.scaler.is_enabled() else 1.0),
         }
+        if self.objective is not None:
+            tensors |= {f"objective.{k}": v for k, v in self.objective.state_tensors().items()}
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         return tensors
@@ -398,6 +417,9 @@ class Trainer:
         self.bucket_count.copy_(tensors["bucket.count"])
         self.step = int(meta["step"])
         self.train_seconds = float(meta.get("train_seconds", 0.0))
+        if self.objective is not None:
+            self.objective.load_state({k[len("objective."):]: v for k, v in tensors.items()
+                                       if k.startswith("objective.")}, self, path)
         return meta
 
 
