@@ -3,6 +3,10 @@
     SDEdit (Meng et al. 2022)   noise the image to t_0 = strength · (T - 1) in closed form, then denoise it from
                                 there, under a new condition (a new prompt, a new class). Small strengths keep
                                 the layout and colours; strength 1 starts from pure noise and keeps nothing.
+    inversion editing (DDIM inversion, Song et al. 2021; as the start of Mokady et al. 2023)
+                                run DDIM backwards from the image to t_0 under the image's own condition, then
+                                forwards from there under the new one. No fresh noise: the noisy point holds the
+                                image's own layout, where SDEdit's random noise at the same t_0 holds only a part.
     inpainting (RePaint's core, Lugmayr et al. 2022)
                                 sample from noise, but after every step overwrite the known pixels with the
                                 original noised to the new step's level: x_s ← m ⊙ q_sample(x, s) + (1 - m) ⊙ x_s.
@@ -25,7 +29,7 @@ from torch.nn import functional as F
 from diffusion_lib.checks import check_int, check_real, is_int
 from diffusion_lib.forward import q_sample, randn_like
 from diffusion_lib.sampler_setup import Denoiser, SamplerRun, check_start, resolve_clip_x0
-from diffusion_lib.samplers import ddim_step, sample_ddim
+from diffusion_lib.samplers import ddim_invert, ddim_step, sample_ddim
 from diffusion_lib.schedules import NoiseSchedule
 
 
@@ -72,14 +76,66 @@ def sdedit(
     Returns:
         The edited images (B, ...).
     """
-    check_real("strength", strength, low=0, high=1, low_open=True)
-    check_int("steps", steps, low=1)
+    ts = edit_timesteps(schedule, strength, steps)
     check_start(images, "images", denoiser)
     clip_x0 = resolve_clip_x0(clip_x0, denoiser)
+    noisy = q_sample(schedule, images, ts[0], randn_like(images, generator))
+    return sample_ddim(denoiser, noisy, schedule, timesteps=ts, cond=cond, parameterization=parameterization,
+                       clip_x0=clip_x0)
+
+
+def edit_timesteps(schedule: NoiseSchedule, strength: float, steps: int) -> list[int]:
+    """The timesteps an edit of ``strength`` visits: t_0 = round(strength · (T - 1)), then ``max(1, round(steps ·
+    strength))`` timesteps evenly spaced from t_0 down (t_0 > ... > t_0 / n, distinct); ``steps`` are the steps a
+    full-strength edit would take. Raises ValueError naming ``strength`` (in (0, 1]) or ``steps`` (>= 1)."""
+    check_real("strength", strength, low=0, high=1, low_open=True)
+    check_int("steps", steps, low=1)
     t0 = round(strength * (schedule.T - 1))
     n = max(1, round(steps * strength))
-    ts = sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)  # t_0 > ... > t_0 / n, distinct
-    noisy = q_sample(schedule, images, t0, randn_like(images, generator))
+    return sorted({round(t0 * (n - k) / n) for k in range(n)}, reverse=True)
+
+
+def invert_and_edit(
+    denoiser: Denoiser,
+    images: torch.Tensor,
+    schedule: NoiseSchedule,
+    strength: float,
+    steps: int = 50,
+    *,
+    source_cond: Any = None,
+    cond: Any = None,
+    inverter: Denoiser | None = None,
+    refine: int = 0,
+    parameterization: str = "auto",
+    clip_x0: float | str | None = "auto",
+) -> torch.Tensor:
+    """Editing through DDIM inversion: :func:`~diffusion_lib.samplers.ddim_invert` ``images`` (B, ...) under their
+    own condition ``source_cond`` up to t_0 (the timesteps of :func:`edit_timesteps`, as SDEdit's), then run DDIM
+    (η = 0) back down the same timesteps under the new ``cond``. Deterministic.
+
+    With ``cond = source_cond``, the same denoiser both ways and ``refine`` large enough, the images come back (the
+    round trip of the inversion); the new condition then changes only what it must move away from the path the
+    image's own condition traced. Usually the inversion runs the conditional model alone and the edit a guided one
+    (``classifier_free_guidance(model, w)``): inverting through guidance amplifies the inversion's small errors.
+
+    Args:
+        denoiser: what samples the edit, e.g. the guided model.
+        strength, steps: as in :func:`sdedit`.
+        source_cond: the condition the images were made under (their captions, encoded).
+        cond: the new condition.
+        inverter: the denoiser that inverts (under ``source_cond``); None: ``denoiser``.
+        refine: fixed-point refinements of each inversion step (see ``ddim_invert``).
+        parameterization: how both denoisers' outputs are read ("auto": their attributes).
+        clip_x0: of the edit's sampling, as in :func:`~diffusion_lib.samplers.sample_ddim`; the inversion never
+            clips.
+
+    Returns:
+        The edited images (B, ...).
+    """
+    ts = edit_timesteps(schedule, strength, steps)
+    inverter = denoiser if inverter is None else inverter
+    noisy = ddim_invert(inverter, images, schedule, timesteps=ts, cond=source_cond, refine=refine,
+                        parameterization=parameterization)
     return sample_ddim(denoiser, noisy, schedule, timesteps=ts, cond=cond, parameterization=parameterization,
                        clip_x0=clip_x0)
 

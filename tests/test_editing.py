@@ -1,10 +1,22 @@
-"""SDEdit, inpainting and super-resolution, checked with the exact denoiser of a few known images."""
+"""SDEdit, inversion editing, inpainting and super-resolution, checked with the exact denoisers of a few known images
+and of Gaussians."""
+
+import math
 
 import pytest
 import torch
 
-from diffusion_lib.analytic import FinitePointDenoiser
-from diffusion_lib.editing import degrade, downsample, inpaint, sdedit, super_resolve, upsample
+from diffusion_lib.analytic import FinitePointDenoiser, GaussianMixtureDenoiser
+from diffusion_lib.editing import (
+    degrade,
+    downsample,
+    edit_timesteps,
+    inpaint,
+    invert_and_edit,
+    sdedit,
+    super_resolve,
+    upsample,
+)
 from diffusion_lib.models.unet import UNet
 from diffusion_lib.schedules import NoiseSchedule
 
@@ -67,6 +79,69 @@ def test_sdedit_runs_the_stated_number_of_steps_from_the_stated_timestep():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="strength must be a finite number in"):
             sdedit(denoiser, torch.zeros(2, 1, 8, 8), SCHEDULE, bad)
+
+
+class TwoGaussians:
+    """The exact denoiser of data N(m_c, s² I) in two dimensions for the class c in cond (B,), c in {0, 1}."""
+
+    def __init__(self, means, std, schedule):
+        self.means, self.std = means, std
+        self.each = [GaussianMixtureDenoiser(m[None], torch.tensor([std**2], dtype=torch.float64), schedule)
+                     for m in means]
+
+    def __call__(self, x_t, t, cond):
+        out = torch.stack([d(x_t, t, None) for d in self.each])  # (2, B, D)
+        return out[cond, torch.arange(len(cond))]
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_inversion_editing_moves_a_point_between_two_gaussians_by_the_exact_formula(strength):
+    """Between data N(m, s² I) and N(m', s² I), the probability-flow ODE keeps u = (x_t - α m) / sqrt(α² s² + σ²).
+    Inverting x to t_0 under m and coming back under m' therefore gives
+
+        x' = m' + (x - m) + s α (m - m') / sqrt(α² s² + σ²),    α, σ at t_0,
+
+    the point's offset from its mean kept, plus what noise at t_0 leaves of the old mean. DDIM's steps approximate
+    the ODE: measured error 2e-3 at strength 1 and 1e-3 at 0.6 with 200 steps; bound 1e-2."""
+    schedule = NoiseSchedule.cosine()
+    means, std = torch.tensor([[-1.0, 0.5], [1.5, -0.5]], dtype=torch.float64), 0.3
+    exact = TwoGaussians(means, std, schedule)
+    x = means[0] + std * torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    zeros, ones = torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)
+    edited = invert_and_edit(exact, x, schedule, strength, 200, source_cond=zeros, cond=ones, refine=2)
+    t0 = edit_timesteps(schedule, strength, 200)[0]
+    alpha_bar = schedule.alphas_cumprod[t0].item()
+    alpha, sigma = math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
+    expected = means[1] + (x - means[0]) + std * alpha * (means[0] - means[1]) / math.sqrt(alpha_bar * std**2
+                                                                                          + sigma**2)
+    assert (edited - expected).abs().max() < 1e-2
+    # under its own condition the point comes back
+    again = invert_and_edit(exact, x, schedule, strength, 200, source_cond=zeros, cond=zeros, refine=2)
+    assert (again - x).abs().max() < 1e-2
+    # SDEdit's fresh noise keeps no offset at full strength: its points are a new draw of N(m', s²)
+    if strength == 1.0:
+        fresh = sdedit(exact, x, schedule, 1.0, 200, cond=ones, generator=torch.Generator().manual_seed(1))
+        offsets_kept = (fresh - means[1]) - (x - means[0])
+        assert offsets_kept.std() > std  # two independent draws differ by s·sqrt(2) in spread
+
+
+def test_inversion_editing_inverts_with_the_inverter_and_samples_with_the_denoiser():
+    calls = []
+
+    def recorder(name):
+        def denoiser(x, t, cond):
+            calls.append((name, int(t[0]), cond))
+            return torch.zeros_like(x)
+        return denoiser
+
+    invert_and_edit(recorder("edit"), torch.zeros(2, 1, 8, 8), SCHEDULE, 0.5, steps=20, source_cond="old",
+                    cond="new", inverter=recorder("invert"))
+    ts = edit_timesteps(SCHEDULE, 0.5, 20)
+    up = ts[::-1]  # plain inversion evaluates each step at its less noisy end: t_1, then t_1, ..., t_{n-1}
+    assert [c for c in calls if c[0] == "invert"] == [("invert", t, "old") for t in [up[0], *up[:-1]]]
+    assert [c for c in calls if c[0] == "edit"] == [("edit", t, "new") for t in ts]
+    with pytest.raises(ValueError, match="strength must be a finite number in"):
+        invert_and_edit(recorder("edit"), torch.zeros(2, 1, 8, 8), SCHEDULE, 0.0)
 
 
 def test_degrade_averages_blocks_and_upsampling_keeps_constants():

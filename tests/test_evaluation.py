@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion_lib.data import load_digits
-from diffusion_lib.evaluation.digits import SAMPLE_COUNT, fd_difference, sample_quality
+from diffusion_lib.evaluation.digits import SAMPLE_COUNT, fd_difference, fd_ratio, sample_quality
 from diffusion_lib.models.classifier import DigitsClassifier
 from diffusion_lib.models.unet import unet_from_preset
 from diffusion_lib.pretrained import load
@@ -35,6 +35,7 @@ def classifier() -> DigitsClassifier:
     (lambda: fd_difference(torch.zeros(10, 1, 8, 8), torch.zeros(9, 1, 8, 8)),
      r"samples_b must be a float tensor of shape \(10, 1, 8, 8\)"),
     (lambda: fd_difference(torch.zeros(3, 1, 8, 8), torch.zeros(3, 1, 8, 8)), "samples_a must hold N >= 4"),
+    (lambda: fd_ratio(torch.zeros(3, 1, 8, 8), torch.zeros(3, 1, 8, 8)), "samples_a must hold N >= 4"),
     (lambda: fd_difference(torch.zeros(4, 1, 8, 8), torch.zeros(4, 1, 8, 8), reference="val"),
      "reference must be 'test' or 'train'"),
 ])
@@ -125,3 +126,17 @@ def test_the_paired_fd_difference_resolves_a_damage_that_the_separate_intervals_
     assert same.value == same.low == same.high == 0.0
     swapped = fd_difference(noisy, real, classifier=classifier, resamples=100)
     assert swapped.value == pytest.approx(-difference.value) and swapped.low == pytest.approx(-difference.high)
+
+
+def test_the_paired_fd_ratio_is_the_ratio_of_the_two_fds_with_an_interval_that_holds_it(classifier):
+    """The same damaged digits as above: the ratio is FD(a) / FD(b) of sample_quality; its interval holds it, lies
+    below 1 (the real digits are closer), and turns into 1/ratio when the sets are swapped."""
+    real = load_digits("train")[0][:SAMPLE_COUNT]
+    noisy = (real + 0.1 * torch.randn(real.shape, generator=_gen(0))).clamp(-1, 1)
+    ratio = fd_ratio(real, noisy, classifier=classifier, resamples=100)
+    fds = [sample_quality(x, classifier=classifier, subsets=2)["fd"] for x in (real, noisy)]
+    assert ratio.value == pytest.approx(fds[0] / fds[1], rel=1e-6)
+    assert ratio.low < ratio.value < ratio.high < 1, ratio
+    swapped = fd_ratio(noisy, real, classifier=classifier, resamples=100)
+    assert swapped.value == pytest.approx(1 / ratio.value, rel=1e-6)
+    assert swapped.low == pytest.approx(1 / ratio.high, rel=0.05)
