@@ -25,6 +25,7 @@ from diffusion_lib.families import FAMILIES
 from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.models.classifier import DigitsClassifier, DigitsClassifierConfig
+from diffusion_lib.models.controlnet import ControlledTextUNet, ControlNetConfig
 from diffusion_lib.models.dit import DiT, DiTConfig
 from diffusion_lib.models.emoji_classifier import EmojiClassifier, EmojiClassifierConfig
 from diffusion_lib.models.mlp import MLPConfig, MLPDenoiser
@@ -37,7 +38,8 @@ from diffusion_lib.schedules import NoiseSchedule
 
 # a record's model_class → (the class, its config class); the denoisers also carry a noise schedule
 DENOISERS = {"UNet": (UNet, UNetConfig), "TextConditionedUNet": (TextConditionedUNet, TextUNetConfig),
-             "MLPDenoiser": (MLPDenoiser, MLPConfig), "DiT": (DiT, DiTConfig)}
+             "MLPDenoiser": (MLPDenoiser, MLPConfig), "DiT": (DiT, DiTConfig),
+             "ControlledTextUNet": (ControlledTextUNet, ControlNetConfig)}
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     **DENOISERS,
     **{model_class.__name__: (model_class, config_class) for model_class, config_class in FAMILIES.values()},

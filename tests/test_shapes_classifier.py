@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from diffusion_lib.data.shapes import captioned_shapes, parse_caption
-from diffusion_lib.evaluation.shapes import adherence, adherence_hits, two_object_chance
+from diffusion_lib.data.shapes import COLOURS, Scene, ShapeObject, captioned_shapes, from_scenes, parse_caption
+from diffusion_lib.evaluation.shapes import (
+    adherence,
+    adherence_hits,
+    ink_centre,
+    recolour_hits,
+    two_object_chance,
+)
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.shapes_classifier import TEST_SEED, perturb
 
@@ -86,3 +92,35 @@ def test_the_shipped_classifier_reads_fresh_and_held_out_scenes_clean_or_perturb
         scores = adherence(model.predict(images), data.scenes)
         assert scores.get("one.all", 1) >= 0.99 and scores["two.binding"] >= 0.99, scores
     assert meta["test_accuracy"]["two.binding"] >= 0.99 and meta["test_accuracy"]["one.all"] >= 0.99
+
+
+def test_the_ink_centre_is_where_the_object_was_drawn():
+    scenes = from_scenes([Scene((ShapeObject("red", "square", "large", 5.0, 9.0),)),
+                          Scene((ShapeObject("blue", "circle", "small", 11.0, 4.0),))])
+    centre = ink_centre(scenes.images)
+    torch.testing.assert_close(centre, torch.tensor([[5.0, 9.0], [11.0, 4.0]]), atol=0.6, rtol=0)
+    blank = -torch.ones(1, 3, 16, 16)
+    assert ink_centre(blank).tolist() == [[7.5, 7.5]]
+    shifted = torch.roll(scenes.images, shifts=2, dims=-1)  # two pixels to the right
+    torch.testing.assert_close(ink_centre(shifted) - centre, torch.tensor([[2.0, 0.0], [2.0, 0.0]]))
+
+
+def test_recolour_hits_score_each_column_of_the_editing_table():
+    """The truth recoloured in place is recoloured and kept; the source itself is kept but not recoloured; the
+    recoloured object moved three pixels is recoloured but not kept; a recoloured object of another size is not
+    kept either."""
+    classifier = load("shapes_classifier").model
+    old = ShapeObject("red", "square", "large", 6.0, 7.0)
+    sources = from_scenes([Scene((old,))] * 4)
+    blue = ShapeObject("blue", "square", "large", 6.0, 7.0)
+    edits = from_scenes([Scene((blue,)), Scene((old,)), Scene((ShapeObject("blue", "square", "large", 9.0, 7.0),)),
+                         Scene((ShapeObject("blue", "square", "small", 6.0, 7.0),))])
+    asked = torch.full((4,), COLOURS.index("blue"))
+    hits = recolour_hits(classifier.predict(edits.images), edits.images, sources, asked)
+    assert hits["recoloured"].tolist() == [True, False, True, True]
+    assert hits["kept"].tolist() == [True, True, False, False]
+    assert hits["both"].tolist() == [True, False, False, False]
+    assert hits["moved"][2].item() == pytest.approx(3.0, abs=0.1)
+    with pytest.raises(ValueError, match="sources must all be one-object scenes"):
+        recolour_hits(classifier.predict(edits.images), edits.images, captioned_shapes(4, 0, two_object_fraction=1.0),
+                      asked)

@@ -159,6 +159,13 @@ def _inside(obj: ShapeObject, px: np.ndarray, py: np.ndarray) -> np.ndarray:
     return ((dy <= r) & (np.abs(dx) <= (dy + r) / 2)).astype(np.float32)
 
 
+def silhouettes(images: torch.Tensor) -> torch.Tensor:
+    """Where something is drawn on images (N, 3, H, W) in [-1, 1] on the black background: (N, 1, H, W), 1 where any
+    channel is above -0.5 and -1 elsewhere (the control image of a ControlNet, and what the edits' measures read)."""
+    drawn = images.max(dim=1, keepdim=True).values > -0.5
+    return drawn.to(images.dtype) * 2 - 1
+
+
 def captioned_shapes(n: int, seed: int = 0, *, two_object_fraction: float = 0.5,
                      held_out: str = "exclude") -> CaptionedShapes:
     """Draw ``n`` scenes from a generator seeded with ``seed`` and render them.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_lib.data.shapes import Scene, from_scenes
+from diffusion_lib.data.shapes import Scene, from_scenes, silhouettes
 
 
 def adherence_hits(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[str, torch.Tensor]:
@@ -87,3 +87,45 @@ def two_object_chance(scenes: list[Scene]) -> dict[str, float]:
     binding = (alike / 2 + (1 - alike) / 4).mean()
     return {"two.pairing": float(pairing), "two.side": float(binding / pairing), "two.binding": float(binding),
             "two.swapped": 0.5 if (1 - alike).any() else float("nan")}
+
+
+def ink_centre(images: torch.Tensor) -> torch.Tensor:
+    """The centre of the drawn pixels of images (N, 3, H, W) in [-1, 1] (a pixel is drawn when any channel is above
+    -0.5; the background is black, -1), as (x, y) in pixels, shape (N, 2); the image's centre for a blank image."""
+    ink = (silhouettes(images)[:, 0] + 1) / 2                                      # (N, H, W), 1 where drawn
+    h, w = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=images.dtype), torch.arange(w, dtype=images.dtype), indexing="ij")
+    total = ink.sum((1, 2))
+    centre = torch.stack([(ink * xs).sum((1, 2)), (ink * ys).sum((1, 2))], 1) / total.clamp(min=1)[:, None]
+    blank = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=images.dtype)
+    return torch.where((total > 0)[:, None], centre, blank)
+
+
+def recolour_hits(predicted: dict[str, torch.Tensor], edited: torch.Tensor, sources, asked_colour: torch.Tensor, *,
+                  moved_limit: float = 1.0) -> dict[str, torch.Tensor]:
+    """How a recolouring edit of one-object images went, image by image: the columns of the editing chapter's table.
+
+    Args:
+        predicted: the reference classifier's reading of the edited images (from
+            :meth:`~diffusion_lib.models.shapes_classifier.ShapesClassifier.predict`).
+        edited: the edited images (N, 3, H, W).
+        sources: the one-object images before the edit (:class:`~diffusion_lib.data.shapes.CaptionedShapes`).
+        asked_colour: (N,) the index of the colour each edit asked for.
+        moved_limit: how far (pixels) the object's ink centre may move and still count as kept in place.
+
+    Returns:
+        ``recoloured`` (bool (N,), the asked colour is read: the edit worked), ``moved`` (float (N,), pixels between
+        the ink centres before and after), ``kept`` (bool (N,), what the edit did not ask to change stayed: one
+        object, read with the source's shape and size, moved less than ``moved_limit``) and ``both``
+        (recoloured and kept).
+    """
+    if not bool((sources.count == 1).all()):
+        raise ValueError("sources must all be one-object scenes (a recolouring edit of one object)")
+    if len(edited) != len(sources) or asked_colour.shape != (len(sources),):
+        raise ValueError(f"edited and asked_colour must have one row per source ({len(sources)}), got "
+                         f"{len(edited)} and shape {tuple(asked_colour.shape)}")
+    moved = (ink_centre(edited.cpu().float()) - ink_centre(sources.images.float())).norm(dim=1)
+    recoloured = predicted["colour"][:, 0] == asked_colour.cpu()
+    kept = ((predicted["count"] == 1) & (predicted["shape"][:, 0] == sources.shape[:, 0])
+            & (predicted["size"] == sources.size) & (moved < moved_limit))
+    return {"recoloured": recoloured, "moved": moved, "kept": kept, "both": recoloured & kept}

@@ -28,7 +28,9 @@ Conditioning, through the single ``cond`` argument of ``model(x_t, t, cond)``:
   ``"context_mask"`` (bool (B, L), True for tokens to attend to) and ``"image"`` (float (B, cond_channels, S, S),
   concatenated to x_t along the channels before the first conv: e.g. the upsampled low-resolution image of a
   super-resolution model). A row of ``context_mask`` that is all False means "no text" for that example: its
-  cross-attention adds exactly zero, as if no context were given.
+  cross-attention adds exactly zero, as if no context were given. ``"residuals"``: a list of tensors shaped like
+  :meth:`UNet.feature_shapes`, added to the encoder's features (every skip, then the middle block's output) before
+  the decoder reads them: the way a ControlNet (:mod:`diffusion_lib.models.controlnet`) steers a frozen U-Net.
 
 :meth:`UNet.drop_cond` turns chosen examples of a ``cond`` into "no condition" (null class, empty text), which is
 how training with conditioning dropout and classifier-free guidance reach the unconditional prediction.
@@ -272,11 +274,20 @@ class UNet(nn.Module):
         elif not isinstance(cond, Mapping):
             raise ValueError("cond must be None, a LongTensor (B,) of class ids, or a dict with keys 'labels', "
                              f"'context', 'context_mask', 'image'; got {type(cond).__name__}")
-        unknown = set(cond) - {"labels", "context", "context_mask", "image"}
+        unknown = set(cond) - {"labels", "context", "context_mask", "image", "residuals"}
         if unknown:
             raise ValueError(f"cond has unknown keys {sorted(unknown)}; expected 'labels', 'context', "
-                             "'context_mask', 'image'")
+                             "'context_mask', 'image', 'residuals'")
         labels, context, mask, image = (cond.get(key) for key in ("labels", "context", "context_mask", "image"))
+        residuals = cond.get("residuals")
+        if residuals is not None:
+            shapes = self.feature_shapes()
+            if not isinstance(residuals, list | tuple) or len(residuals) != len(shapes):
+                raise ValueError(f"cond residuals must be a list of {len(shapes)} tensors (every skip, then the "
+                                 f"middle block), got {type(residuals).__name__}")
+            for k, (residual, shape) in enumerate(zip(residuals, shapes, strict=True)):
+                check_tensor(f"cond residuals[{k}]", residual, (batch, *shape),
+                             meaning=f"(B, {', '.join(map(str, shape))})")
 
         labels = class_labels(labels, cfg.num_classes, batch, x_t.device, "UNet")
 
@@ -296,7 +307,18 @@ class UNet(nn.Module):
         if image is not None:
             check_tensor("cond image", image, (batch, cfg.cond_channels, s, s),
                          meaning="(B, cond_channels, image_size, image_size)")
-        return t, labels, context, mask, image
+        return t, labels, context, mask, image, residuals
+
+    def feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(channels, side, side) of each encoder feature the decoder reads: the first conv's output, every
+        ResBlock's and downsampler's output on the way down, then the middle block's output."""
+        cfg = self.config
+        shapes = [(cfg.ch, cfg.image_size, cfg.image_size)]
+        for i, (mult, side) in enumerate(zip(cfg.ch_mult, cfg.resolutions, strict=True)):
+            shapes += [(cfg.ch * mult, side, side)] * cfg.num_res_blocks
+            if i < len(cfg.ch_mult) - 1:
+                shapes.append((cfg.ch * mult, side // 2, side // 2))
+        return [*shapes, (cfg.ch * cfg.ch_mult[-1], cfg.resolutions[-1], cfg.resolutions[-1])]
 
     # ------------------------------------------------------------------ forward
 
@@ -306,43 +328,65 @@ class UNet(nn.Module):
         Args:
             x_t: noisy images, shape (B, in_channels, image_size, image_size); any memory format.
             t: timesteps, int or tensor of shape () or (B,).
-            cond: None, class ids (LongTensor (B,)), or a dict with "labels", "context", "context_mask", "image"
-                (see the module docstring).
+            cond: None, class ids (LongTensor (B,)), or a dict with "labels", "context", "context_mask", "image",
+                "residuals" (see the module docstring).
 
         Returns:
             The prediction (ε, x_0 or v, whichever it was trained on), shape (B, out_channels, image_size,
             image_size).
         """
-        t, labels, context, mask, image = self._check_inputs(x_t, t, cond)
-        emb = self.time_embed(timestep_embedding(t, self.config.ch).to(x_t.dtype))  # (B, 4ch)
-        if self.class_embed is not None:
-            emb = emb + self.class_embed(labels)  # (B, 4ch)
-
-        def block(res: ResBlock, attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            h = res(h, emb)
-            return attn(h, context, mask) if isinstance(attn, Attention) else h
-
-        h = self.conv_in(x_t if image is None else torch.cat([x_t, image.to(x_t.dtype)], dim=1))  # (B, ch, S, S)
-        skips = [h]
-        for level in self.down:
-            for res, attn in zip(level.res, level.attn, strict=True):
-                h = block(res, attn, h)  # (B, ch·m_i, S_i, S_i)
-                skips.append(h)
-            if level.resample is not None:
-                h = level.resample(h)  # (B, ch·m_i, S_i / 2, S_i / 2)
-                skips.append(h)
-
-        h = self.mid_res1(h, emb)  # (B, ch·m_{n-1}, S_{n-1}, S_{n-1}), and so on through the middle
-        h = self.mid_res2(self.mid_attn(h, context, mask), emb)
+        t, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
+        emb = self._embedding(t, labels, x_t.dtype)
+        features = self._encode(x_t, image, emb, context, mask)
+        if residuals is not None:
+            features = [f + r.to(f.dtype) for f, r in zip(features, residuals, strict=True)]
+        h, skips = features[-1], features[:-1]
 
         for i in reversed(range(len(self.up))):
             level = self.up[i]
             for res, attn in zip(level.res, level.attn, strict=True):
-                h = block(res, attn, torch.cat([h, skips.pop()], dim=1))  # (B, ch·m_i, S_i, S_i)
+                h = self._block(res, attn, torch.cat([h, skips.pop()], dim=1), emb, context, mask)  # (B, ch·m_i, …)
             if level.resample is not None:
                 h = level.resample(h)  # (B, ch·m_i, 2·S_i, 2·S_i)
 
         return self.conv_out(F.silu(self.norm_out(h)))  # (B, C_out, S, S)
+
+    def encode(self, x_t: torch.Tensor, t: torch.Tensor | int, cond=None, *,
+               added: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The encoder half alone: the features the decoder would read, shaped as :meth:`feature_shapes` (B, ...)
+        each. ``added`` (B, ch, image_size, image_size) is added to the first conv's output: a ControlNet's way in
+        for its control image. Arguments otherwise as in :meth:`forward` (no ``residuals``)."""
+        t, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
+        if residuals is not None:
+            raise ValueError("cond residuals are added to the decoder's input; encode has no decoder")
+        emb = self._embedding(t, labels, x_t.dtype)
+        return self._encode(x_t, image, emb, context, mask, added)
+
+    def _embedding(self, t: torch.Tensor, labels, dtype: torch.dtype) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(t, self.config.ch).to(dtype))  # (B, 4ch)
+        return emb if self.class_embed is None else emb + self.class_embed(labels)
+
+    @staticmethod
+    def _block(res: ResBlock, attn: nn.Module, h: torch.Tensor, emb, context, mask) -> torch.Tensor:
+        h = res(h, emb)
+        return attn(h, context, mask) if isinstance(attn, Attention) else h
+
+    def _encode(self, x_t, image, emb, context, mask, added=None) -> list[torch.Tensor]:
+        """Every skip on the way down, then the middle block's output."""
+        h = self.conv_in(x_t if image is None else torch.cat([x_t, image.to(x_t.dtype)], dim=1))  # (B, ch, S, S)
+        if added is not None:
+            h = h + added.to(h.dtype)
+        features = [h]
+        for level in self.down:
+            for res, attn in zip(level.res, level.attn, strict=True):
+                h = self._block(res, attn, h, emb, context, mask)  # (B, ch·m_i, S_i, S_i)
+                features.append(h)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, ch·m_i, S_i / 2, S_i / 2)
+                features.append(h)
+        h = self.mid_res1(h, emb)  # (B, ch·m_{n-1}, S_{n-1}, S_{n-1}), and so on through the middle
+        h = self.mid_res2(self.mid_attn(h, context, mask), emb)
+        return [*features, h]
 
 
 PRESETS: dict[str, UNetConfig] = {

@@ -21,8 +21,10 @@ import torch.distributed as dist
 from diffusion_lib import __version__, checkpoints
 from diffusion_lib import data as datasets
 from diffusion_lib.data.emoji import emoji_arrays
+from diffusion_lib.data.shapes import silhouettes
 from diffusion_lib.editing import degrade
 from diffusion_lib.losses import evaluate_loss
+from diffusion_lib.models.controlnet import ControlledTextUNet, ControlNetConfig
 from diffusion_lib.models.dit import DiT, DiTConfig
 from diffusion_lib.models.text import TextConditionedUNet, TextUNetConfig, Tokenizer
 from diffusion_lib.models.unet import PRESETS, UNet
@@ -112,7 +114,10 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
     """The model, schedule, data, cond (what :func:`condition` gives) and coupling of a checked config; the schedule is
     the rectified-flow path for ``schedule.name = "rectified_flow"``. With ``data.reflow`` the data are the teacher's
     :func:`reflow_pairs` and the model starts from the teacher's weights; with [distill] the model starts from the
-    teacher's weights too, and the teacher comes back as ``teacher``."""
+    teacher's weights too, and the teacher comes back as ``teacher``; with [control], the model is a ControlNet on
+    the frozen base (:func:`build_controlled`)."""
+    if "control" in config:
+        return build_controlled(config, device)
     dit = config["model"].get("arch", "unet") == "dit"
     name = config["model"].get("preset")
     if not dit and name not in PRESETS:
@@ -123,7 +128,7 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
                                         config["train"]["seed"] + 2, device)
         labels = None
     else:
-        (images, labels), coupling = load_data(data, captions="text" in config), None
+        (images, labels), coupling = load_data(data, captions=captioned(config)), None
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items()
                  if k not in ("preset", "arch")}
     if config["data"]["class_conditional"]:
@@ -159,6 +164,31 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
     schedule = process(config["schedule"]["name"], config["schedule"]["T"])
     teacher = start_from_teacher(config, model, device) if "distill" in config else None
     return Built(model, schedule, images, condition(config, model, images, labels), coupling, teacher)
+
+
+def build_controlled(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
+    """A [control] config's model: a :class:`~diffusion_lib.models.controlnet.ControlledTextUNet` whose frozen base
+    is the shipped model ``control.base`` and whose trainable copy starts from its encoder, with the base's schedule,
+    the captioned training images and their ``cond`` (captions and control images)."""
+    name = config["control"]["base"]
+    base, schedule, record = load(name, device=device)
+    if not isinstance(base, TextConditionedUNet):
+        raise ValueError(f"control.base: {name} is a {type(base).__name__}; a ControlNet steers a text-to-image model "
+                         "(a TextConditionedUNet)")
+    theirs = record["config"]["schedule"]
+    if (theirs["name"], theirs["T"]) != (config["schedule"]["name"], config["schedule"]["T"]):
+        raise ValueError(f"control.base: [schedule] must be the base's, name = {theirs['name']!r}, T = {theirs['T']}; "
+                         f"got {config['schedule']}")
+    if base.parameterization != config["train"]["parameterization"]:
+        raise ValueError(f"control.base: train.parameterization must be the base's, {base.parameterization!r}; got "
+                         f"{config['train']['parameterization']!r}")
+    images, captions = load_data(config["data"], captions=True)
+    model = ControlledTextUNet(ControlNetConfig(base.config, control_channels=1,
+                                                hint_channels=config["control"]["hint_channels"]))
+    model.base.load_state_dict(base.state_dict())
+    model.start_from_base()
+    model = model.to(device)
+    return Built(model, schedule, images, condition(config, model, images, captions), None)
 
 
 def start_from_teacher(config: dict[str, dict[str, Any]], student: torch.nn.Module,
@@ -201,9 +231,16 @@ def round_exports(config: dict[str, dict[str, Any]], export_path: Path, steps: i
             for k, n in enumerate(rounds[:-1]) if (k + 1) * distill["round_steps"] <= steps]
 
 
+def captioned(config: dict[str, dict[str, Any]]) -> bool:
+    """Whether a config's model reads captions (a [text] model, or a ControlNet on one)."""
+    return "text" in config or "control" in config
+
+
 def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
     """The ``cond`` of each example for a config: class labels, tokenised captions, the low-resolution image of a
     super-resolution model, or None."""
+    if "control" in config:  # the captions, and where each image is drawn
+        return {k: v.cpu() for k, v in model.encode(labels, silhouettes(images)).items()}
     if "text" in config:
         return {k: v.cpu() for k, v in model.encode_prompts(labels).items()}
     if config["data"]["class_conditional"]:
@@ -276,7 +313,7 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
         if rank == 0:
             print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
                   f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
-        test_images, test_labels = load_data(config["data"], "test", captions="text" in config)
+        test_images, test_labels = load_data(config["data"], "test", captions=captioned(config))
         test_data = (test_images, condition(config, model, test_images, test_labels))
         rounds = round_exports(config, export_path, steps)
         with StopRequest() as stop:

@@ -29,6 +29,11 @@ missing file is a one-line error that names the key and the file::
                 2022: rounds of round_steps steps, the first student sampling in student_steps steps, a power of two,
                 halved each round to 1) or "consistency" (Song et al. 2023: on the teacher's grid of grid_steps DDIM
                 steps, target network decay target_decay); see diffusion_lib.train.students
+    [control]   optional, shapes or emoji with captions: train a ControlNet (diffusion_lib.models.controlnet) on a
+                shipped text-to-image model, base (name or path), kept frozen: a trainable copy of its encoder reads
+                a control image of kind = "silhouette" (where each training image is drawn) through a hint network
+                of hint_channels; the network comes from the base, so no [model] or [text] table ([schedule] and
+                train.parameterization must be the base's)
     [schedule]  name = "linear" | "cosine", T; or name = "rectified_flow" (flow matching on the path x_t = (1 - t) x_0
                 + t ε, t ~ Uniform(0, 1), see diffusion_lib.losses; T is not used)
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
@@ -76,6 +81,7 @@ CAPTIONED = ("shapes", "emoji")  # the data sets with captions, which a [text] m
 SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
 PROCESSES = (*SCHEDULE_NAMES, "rectified_flow")  # schedule.name: a DDPM schedule, or flow matching's path
 DISTILL_METHODS = ("progressive", "consistency")
+CONTROL_KINDS = ("silhouette",)
 ARCHITECTURES = {"unet": UNetConfig, "dit": DiTConfig}  # model.arch -> the config its other keys are fields of
 
 # table -> key -> (accepted types, default); a default of ... means required.
@@ -148,6 +154,8 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.parameterization": (lambda v: v in PATH_PARAMETERIZATIONS,
                                f"one of {PATH_PARAMETERIZATIONS} (the model's target)"),
     "distill.method": (lambda v: v in DISTILL_METHODS, f"one of {DISTILL_METHODS}"),
+    "control.kind": (lambda v: v in CONTROL_KINDS, f"one of {CONTROL_KINDS}"),
+    "control.hint_channels": (lambda v: v >= 1, "an int >= 1"),
     "distill.student_steps": (lambda v: v >= 1 and not v & (v - 1), "a power of two >= 1 (halved each round to 1)"),
     "distill.round_steps": (lambda v: v >= 1, "an int >= 1"),
     "distill.grid_steps": (lambda v: v >= 1, "an int >= 1"),
@@ -158,6 +166,7 @@ DISTILL_SCHEMA: Schema = {
     "method": ((str,), ...), "teacher": ((str,), ...), "student_steps": ((int,), 16), "round_steps": ((int,), 2000),
     "grid_steps": ((int,), 32), "target_decay": ((float, int), 0.95),
 }
+CONTROL_SCHEMA: Schema = {"base": ((str,), ...), "kind": ((str,), "silhouette"), "hint_channels": ((int,), 16)}
 TEXT_SCHEMA: Schema = {
     "dim": ((int,), 64), "depth": ((int,), 2), "heads": ((int,), 4), "max_len": ((int,), 16), "mode": ((str,), "cross"),
     "encoder": ((str,), ""), "freeze_encoder": ((bool,), False),
@@ -241,14 +250,18 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """
     path = Path(path)
     raw = read_toml(path)
-    unknown = set(raw) - {*SCHEMA, "model", "text", "distill"}
+    optional = {"text": TEXT_SCHEMA, "distill": DISTILL_SCHEMA, "control": CONTROL_SCHEMA}
+    unknown = set(raw) - {*SCHEMA, "model", *optional}
     if unknown:
         raise ValueError(f"{path}: unknown table [{sorted(unknown)[0]}]; expected "
-                         f"{sorted({*SCHEMA, 'model', 'text', 'distill'})}")
-    schema = {**SCHEMA, **{name: table for name, table in (("text", TEXT_SCHEMA), ("distill", DISTILL_SCHEMA))
-                           if name in raw}}
+                         f"{sorted({*SCHEMA, 'model', *optional})}")
+    schema = {**SCHEMA, **{name: table for name, table in optional.items() if name in raw}}
     config = {table: check_table(path, table, raw.get(table, {}), keys, fill=True) for table, keys in schema.items()}
-    config["model"] = _check_model(path, dict(raw.get("model", {})), "text" in config)
+    if "control" in config:
+        _check_control(path, raw, config)
+        config["model"] = {}
+    else:
+        config["model"] = _check_model(path, dict(raw.get("model", {})), "text" in config)
     if config["train"]["parameterization"] == "flow" and config["schedule"]["name"] != "rectified_flow":
         raise ValueError(f"{path}: train.parameterization = 'flow' (a velocity) needs schedule.name = "
                          f"'rectified_flow'; a DDPM schedule's model predicts one of {PARAMETERIZATIONS}")
@@ -294,6 +307,19 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         if config["schedule"]["name"] == "rectified_flow" or config["data"]["reflow"] or "text" in config:
             raise ValueError(f"{path}: [distill] distils a denoiser on a DDPM schedule, without [text] or data.reflow")
     return config
+
+
+def _check_control(path: Path, raw: dict[str, Any], config: dict[str, dict[str, Any]]) -> None:
+    """What a [control] config may not combine (its network is the base's, so no [model] or [text])."""
+    for table in ("model", "text", "distill"):
+        if table in raw:
+            raise ValueError(f"{path}: a [control] config takes its network from control.base; remove [{table}]")
+    data = config["data"]
+    if data["dataset"] not in CAPTIONED:
+        raise ValueError(f"{path}: [control] steers a text-to-image model; data.dataset must be one of {CAPTIONED}")
+    on = [key for key in ("class_conditional", "low_resolution", "latent", "reflow", "mirror") if data[key]]
+    if on:
+        raise ValueError(f"{path}: [control] cannot be combined with data.{on[0]}")
 
 
 def _check_model(path: Path, model: dict[str, Any], text: bool) -> dict[str, Any]:
