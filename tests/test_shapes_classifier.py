@@ -3,12 +3,21 @@
 import pytest
 import torch
 
-from diffusion_lib.data.shapes import COLOURS, Scene, ShapeObject, captioned_shapes, from_scenes, parse_caption
+from diffusion_lib.data.shapes import (
+    COLOURS,
+    Scene,
+    ShapeObject,
+    captioned_shapes,
+    from_scenes,
+    parse_caption,
+    silhouettes,
+)
 from diffusion_lib.evaluation.shapes import (
     adherence,
     adherence_hits,
     ink_centre,
     recolour_hits,
+    silhouette_iou,
     two_object_chance,
 )
 from diffusion_lib.pretrained import load
@@ -124,3 +133,18 @@ def test_recolour_hits_score_each_column_of_the_editing_table():
     with pytest.raises(ValueError, match="sources must all be one-object scenes"):
         recolour_hits(classifier.predict(edits.images), edits.images, captioned_shapes(4, 0, two_object_fraction=1.0),
                       asked)
+
+
+def test_silhouette_iou_is_one_for_the_image_itself_and_falls_as_the_object_moves():
+    scenes = captioned_shapes(6, seed=4)
+    masks = silhouettes(scenes.images)
+    assert silhouette_iou(scenes.images, masks).tolist() == [1.0] * 6
+    moved = torch.roll(scenes.images, shifts=3, dims=-1)
+    assert (silhouette_iou(moved, masks) < 1).all()
+    square = from_scenes([Scene((ShapeObject("red", "square", "large", 8.0, 8.0),))])
+    half = square.images.clone()
+    half[..., 8:] = -1  # erase the right half
+    assert silhouette_iou(half, silhouettes(square.images)).item() == pytest.approx(0.5, abs=0.07)
+    assert silhouette_iou(-torch.ones(1, 3, 16, 16), -torch.ones(1, 1, 16, 16)).item() == 1.0
+    with pytest.raises(ValueError, match="controls must have shape"):
+        silhouette_iou(scenes.images, masks[:3])

@@ -129,3 +129,16 @@ def recolour_hits(predicted: dict[str, torch.Tensor], edited: torch.Tensor, sour
     kept = ((predicted["count"] == 1) & (predicted["shape"][:, 0] == sources.shape[:, 0])
             & (predicted["size"] == sources.size) & (moved < moved_limit))
     return {"recoloured": recoloured, "moved": moved, "kept": kept, "both": recoloured & kept}
+
+
+def silhouette_iou(images: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+    """How closely images (N, 3, H, W) follow silhouette controls (N, 1, H, W) in {-1, 1}: the intersection over
+    union of where each image is drawn (:func:`~diffusion_lib.data.shapes.silhouettes`) and where its control is 1,
+    shape (N,); 1 for two empty masks."""
+    if controls.shape != (len(images), 1, *images.shape[-2:]):
+        raise ValueError(f"controls must have shape {(len(images), 1, *images.shape[-2:])} (one silhouette per image), "
+                         f"got {tuple(controls.shape)}")
+    drawn, wanted = silhouettes(images.cpu().float()) > 0, controls.cpu() > 0
+    inter = (drawn & wanted).flatten(1).sum(1).double()
+    union = (drawn | wanted).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
