@@ -3,9 +3,8 @@
     python benchmarks/editing.py measure    # -> diffusion_lib/pretrained/results/editing.json
     python benchmarks/editing.py table      # the stored results as markdown
 
-The edit: 480 one-object test scenes (``captioned_shapes(480, seed=21, two_object_fraction=0)``), each asked for a
-new colour and nothing else ("a large red circle" -> "a large blue circle"; the new colour is the
-(1 + i mod 3)-th after the old one, so every old colour goes to each of the three others). The model is the shipped
+The edit: :func:`diffusion_lib.evaluation.shapes.recolour_task` with 480 one-object scenes (seed 21), each asked
+for a new colour and nothing else ("a large red circle" -> "a large blue circle"). The model is the shipped
 ``shapes_text`` under classifier-free guidance w in {2, 3, 5}, 25 DDIM steps for a full-strength edit, strengths 0.4
 to 1.0:
 
@@ -31,9 +30,8 @@ import time
 import torch
 from record import SHIPPED_RESULTS, machine, write_json
 
-from diffusion_lib.data.shapes import COLOURS, captioned_shapes
 from diffusion_lib.editing import invert_and_edit, sdedit
-from diffusion_lib.evaluation.shapes import recolour_hits
+from diffusion_lib.evaluation.shapes import recolour_hits, recolour_task
 from diffusion_lib.metrics import bootstrap
 from diffusion_lib.pretrained import load
 from diffusion_lib.samplers import classifier_free_guidance
@@ -44,15 +42,6 @@ GUIDANCE = (2.0, 3.0, 5.0)
 STRENGTHS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LEVELS = (0.8, 0.9, 0.95)
 METHODS = ("SDEdit", "inversion")
-
-
-def recolour_task(n: int = N, seed: int = SEED):
-    """(the one-object sources, the asked colour of each (n,), the edited captions): the benchmark's edit."""
-    sources = captioned_shapes(n, seed=seed, two_object_fraction=0.0)
-    asked = torch.tensor([(c + 1 + i % 3) % len(COLOURS) for i, c in enumerate(sources.colour[:, 0].tolist())])
-    captions = [f"a {scene.objects[0].size} {COLOURS[k]} {scene.objects[0].shape}"
-                for scene, k in zip(sources.scenes, asked.tolist(), strict=True)]
-    return sources, asked, captions
 
 
 def edit(method: str, model, schedule, sources, captions: list[str], guidance: float, strength: float) -> torch.Tensor:
@@ -70,7 +59,7 @@ def edit(method: str, model, schedule, sources, captions: list[str], guidance: f
 def measure() -> None:
     model, schedule, _ = load("shapes_text")
     classifier = load("shapes_classifier").model
-    sources, asked, captions = recolour_task()
+    sources, asked, captions = recolour_task(N, SEED)
     rows = []
     for method in METHODS:
         for guidance in GUIDANCE:

@@ -17,6 +17,7 @@ from diffusion_lib.evaluation.shapes import (
     adherence_hits,
     ink_centre,
     recolour_hits,
+    recolour_task,
     silhouette_iou,
     two_object_chance,
 )
@@ -148,3 +149,15 @@ def test_silhouette_iou_is_one_for_the_image_itself_and_falls_as_the_object_move
     assert silhouette_iou(-torch.ones(1, 3, 16, 16), -torch.ones(1, 1, 16, 16)).item() == 1.0
     with pytest.raises(ValueError, match="controls must have shape"):
         silhouette_iou(scenes.images, masks[:3])
+
+
+def test_the_recolour_task_asks_for_a_new_colour_and_nothing_else():
+    sources, asked, captions = recolour_task(30, seed=21)
+    assert (sources.count == 1).all() and asked.shape == (30,)
+    assert (asked != sources.colour[:, 0]).all()
+    for scene, caption, colour in zip(sources.scenes, captions, asked.tolist(), strict=True):
+        edited = parse_caption(caption).objects[0]
+        assert (edited.colour, edited.shape, edited.size) == (COLOURS[colour], scene.objects[0].shape,
+                                                              scene.objects[0].size)
+    steps = (asked - sources.colour[:, 0]) % len(COLOURS)
+    assert sorted(set(steps.tolist())) == [1, 2, 3]  # every other colour is asked for

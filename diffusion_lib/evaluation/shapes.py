@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion_lib.data.shapes import Scene, from_scenes, silhouettes
+from diffusion_lib.data.shapes import COLOURS, CaptionedShapes, Scene, captioned_shapes, from_scenes, silhouettes
 
 
 def adherence_hits(predicted: dict[str, torch.Tensor], scenes: list[Scene]) -> dict[str, torch.Tensor]:
@@ -101,15 +101,27 @@ def ink_centre(images: torch.Tensor) -> torch.Tensor:
     return torch.where((total > 0)[:, None], centre, blank)
 
 
-def recolour_hits(predicted: dict[str, torch.Tensor], edited: torch.Tensor, sources, asked_colour: torch.Tensor, *,
-                  moved_limit: float = 1.0) -> dict[str, torch.Tensor]:
+def recolour_task(n: int, seed: int) -> tuple[CaptionedShapes, torch.Tensor, list[str]]:
+    """The editing chapter's test of an edit: ``n`` one-object scenes (``captioned_shapes(n, seed,
+    two_object_fraction=0)``), each asked for a new colour and nothing else ("a large red circle" -> "a large blue
+    circle"; the new colour is the (1 + i mod 3)-th after the old one, so every old colour goes to each of the three
+    others). Returns (the sources, the asked colour of each (n,) int64, the edited captions)."""
+    sources = captioned_shapes(n, seed, two_object_fraction=0.0)
+    asked = torch.tensor([(c + 1 + i % 3) % len(COLOURS) for i, c in enumerate(sources.colour[:, 0].tolist())])
+    captions = [f"a {scene.objects[0].size} {COLOURS[k]} {scene.objects[0].shape}"
+                for scene, k in zip(sources.scenes, asked.tolist(), strict=True)]
+    return sources, asked, captions
+
+
+def recolour_hits(predicted: dict[str, torch.Tensor], edited: torch.Tensor, sources: CaptionedShapes,
+                  asked_colour: torch.Tensor, *, moved_limit: float = 1.0) -> dict[str, torch.Tensor]:
     """How a recolouring edit of one-object images went, image by image: the columns of the editing chapter's table.
 
     Args:
         predicted: the reference classifier's reading of the edited images (from
             :meth:`~diffusion_lib.models.shapes_classifier.ShapesClassifier.predict`).
         edited: the edited images (N, 3, H, W).
-        sources: the one-object images before the edit (:class:`~diffusion_lib.data.shapes.CaptionedShapes`).
+        sources: the one-object images before the edit (e.g. from :func:`recolour_task`).
         asked_colour: (N,) the index of the colour each edit asked for.
         moved_limit: how far (pixels) the object's ink centre may move and still count as kept in place.
 
