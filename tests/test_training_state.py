@@ -320,16 +320,19 @@ def test_the_shipped_configs_are_valid():
 
     names = sorted(p.name for p in root.glob("*.toml"))
     families = ["digits_autoregressive.toml", "digits_gan.toml", "digits_vae.toml"]
-    assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "digits_dit.toml", "digits_flow.toml",
-                            "digits_reflow.toml", "emoji.toml", "emoji64.toml", "emoji_latent.toml",
-                            "emoji_latent_flow.toml", "emoji_latent_v.toml", "emoji_text.toml", "emoji_text_v.toml",
-                            "mnist.toml", "shapes_latent.toml", "shapes_pooled.toml", "shapes_sr.toml",
+    assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "digits_consistency.toml",
+                            "digits_dit.toml", "digits_flow.toml", "digits_progressive.toml", "digits_reflow.toml",
+                            "emoji.toml", "emoji64.toml", "emoji_latent.toml", "emoji_latent_flow.toml",
+                            "emoji_latent_v.toml", "emoji_text.toml", "emoji_text_v.toml", "mnist.toml",
+                            "shapes_control.toml", "shapes_latent.toml", "shapes_pooled.toml", "shapes_sr.toml",
                             "shapes_text.toml", "shapes_text_frozen.toml", "shapes_text_v.toml", *families])
     for name in names:
         config = (read_family_config if name in families else read_config)(root / name)
         if "model" in config and "preset" in config["model"]:  # the model it names can be built
             overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config["model"].items() if k != "preset"}
             unet_from_preset(config["model"]["preset"], **overrides)
+        elif "control" in config:  # a ControlNet: its network is its base's
+            assert config["model"] == {}
         elif "model" in config:  # a DiT: read_config built its config
             assert config["model"]["arch"] == "dit"
 
