@@ -42,7 +42,7 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
 
 def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
     names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
-    assert len(names) == 26
+    assert len(names) == 32
     for name in names:
         model, schedule, record = load(name)
         assert type(model).__name__ == record["model_class"] and not model.training, name
@@ -98,6 +98,40 @@ def test_every_shipped_denoiser_was_made_by_its_config_and_still_scores_its_test
     cond = condition(config, model, images, labels)
     measured = evaluate_loss(model, images, schedule, cond=cond, seed=0)
     assert measured == pytest.approx(meta["test_loss"], rel=1e-4)
+
+
+# shipped models whose command wrote into a folder of its own: name -> (config, optimisation steps when exported)
+SHIPPED_STUDENTS = {"digits_progressive_8": ("digits_progressive", 6000),
+                    "digits_progressive_4": ("digits_progressive", 9000),
+                    "digits_progressive_2": ("digits_progressive", 12000),
+                    "digits_progressive": ("digits_progressive", 15000),
+                    "digits_consistency": ("digits_consistency", 8000),
+                    "shapes_control": ("shapes_control", 3000)}
+
+
+@pytest.mark.parametrize("name", SHIPPED_STUDENTS)
+def test_every_shipped_student_and_controlnet_was_made_by_its_config_and_still_scores_its_test_loss(name):
+    from diffusion_lib.recipes.diffusion import captioned, condition, load_data
+    from diffusion_lib.train.config import CONFIGS, read_config
+
+    config_name, steps = SHIPPED_STUDENTS[name]
+    model, schedule, meta = load(name)
+    config = read_config(CONFIGS / f"{config_name}.toml")
+    assert meta["command"].startswith(f"python -m diffusion_lib.train {config_name} --out ")
+    for table, values in meta["config"].items():
+        assert {k: v for k, v in config[table].items() if k in values} == values, table
+    assert meta["steps"] == steps and meta["train_seconds"] > 0
+    images, labels = load_data(config["data"], "test", captions=captioned(config))
+    measured = evaluate_loss(model, images, schedule, cond=condition(config, model, images, labels), seed=0)
+    assert measured == pytest.approx(meta["test_loss"], rel=1e-4)
+    if "distill" in config and config["distill"]["method"] == "progressive":  # predicts v, samples with DDIM
+        assert model.parameterization == "v"
+        assert meta["sampler"] == {"name": "ddim", "steps": {6000: 8, 9000: 4, 12000: 2, 15000: 1}[steps]}
+    elif "distill" in config:
+        assert model.parameterization == "v" and meta["sampler"] == {"name": "consistency"}
+    else:  # a ControlNet: its frozen base is the shipped model it names, weight for weight
+        base = load(config["control"]["base"]).model
+        assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.base.state_dict().items())
 
 
 def test_guidance_makes_the_shipped_digits_model_draw_the_requested_class():
