@@ -235,7 +235,8 @@ def test_a_text_model_of_the_emoji_knows_every_word_of_every_name(tmp_path):
     config_file = tmp_path / "emoji_text.toml"
     config_file.write_text('[data]\ndataset = "emoji"\n[model]\npreset = "emoji"\nch = 8\n'
                            '[text]\ndim = 16\ndepth = 1\nheads = 2\n[train]\nsteps = 1\n')
-    model, _, images, cond, _ = build(read_config(config_file), torch.device("cpu"))
+    built = build(read_config(config_file), torch.device("cpu"))
+    model, images, cond = built.model, built.images, built.cond
     assert images.shape == (len(load_emoji("train")), 3, 32, 32) and cond["ids"].shape[0] == len(images)
     test_only = {w for p in load_emoji("test").prompts for w in p.split()} - \
         {w for p in load_emoji("train").prompts for w in p.split()}
