@@ -192,3 +192,34 @@ def test_a_controlnet_needs_a_text_to_image_base_with_its_schedule_and_target(tm
                                                                                     "cond_dropout"))
     with pytest.raises(ValueError, match=r"control\.base: train\.parameterization must be the base's, 'eps'"):
         build(read_config(config), torch.device("cpu"))
+
+
+def test_a_latent_model_reads_a_pixel_control_halved_to_its_side():
+    base = small_text_model()
+    latent_unet = dataclasses.replace(base.config.unet, image_size=8, attn_resolutions=(4,))
+    config = ControlNetConfig(dataclasses.replace(base.config, unet=latent_unet), control_size=32)
+    assert config.control_side == 32
+    model = ControlledTextUNet(config)
+    strided = [m for m in model.hint if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 2  # 32 -> 16 -> 8
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 700])
+    control = silhouettes(SHAPES.images[:2]).repeat_interleave(2, -1).repeat_interleave(2, -2)  # (2, 1, 32, 32)
+    cond = model.encode(SHAPES.captions[:2], control)
+    torch.testing.assert_close(model(x, t, cond), model.base(x, t, {"ids": cond["ids"], "mask": cond["mask"]}),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"cond control must be a tensor of shape \(2, 1, 32, 32\)"):
+        model(x, t, {**cond, "control": control[..., :16, :16]})
+    for size in (12, 24, 4):
+        with pytest.raises(ValueError, match="control_size must be"):
+            ControlNetConfig(dataclasses.replace(base.config, unet=latent_unet), control_size=size)
+
+
+def test_emoji_silhouettes_mark_what_is_not_the_white_background():
+    from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
+
+    white = torch.ones(1, 3, 4, 4)
+    white[..., 1, 2] = torch.tensor([1.0, -1.0, -1.0])  # a red pixel
+    white[..., 3, 0] = 0.9                               # near-white: background
+    mask = emoji_silhouettes(white)
+    assert mask.shape == (1, 1, 4, 4) and mask.sum().item() == -14  # one pixel drawn, fifteen background
+    assert mask[0, 0, 1, 2] == 1

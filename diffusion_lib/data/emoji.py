@@ -235,6 +235,13 @@ def emoji_arrays(size: int, root: str | Path = "~/.cache/diffusion_lib", *, prog
     return path
 
 
+def silhouettes(images: torch.Tensor) -> torch.Tensor:
+    """Where an emoji is drawn on its white background, for images (N, 3, H, W) in [-1, 1]: (N, 1, H, W), 1 where any
+    channel is below 0.5 (darker than near-white) and -1 elsewhere: a ControlNet's control image."""
+    drawn = images.min(dim=1, keepdim=True).values < 0.5
+    return drawn.to(images.dtype) * 2 - 1
+
+
 def load_emoji(split: str = "train", *, path: str | Path | None = None) -> EmojiSet:
     """The emoji data set: ``split`` "train" (90% of the emoji), "test" (the other 10%, every style of them) or
     "all", from the shipped 32x32 arrays or from ``path`` (an ``.npz`` written by ``scripts/make_emoji.py``, e.g.

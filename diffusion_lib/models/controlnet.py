@@ -1,7 +1,8 @@
 """Control by an image (ControlNet, Zhang et al. 2023): a frozen text-to-image U-Net steered by a trainable copy of
 its encoder that also sees a control image.
 
-    control image c (B, C_c, S, S) ──hint: conv─SiLU─conv─SiLU─zero conv──▶ (B, ch, S, S) ─┐
+    control image c (B, C_c, S_c, S_c) ──hint: conv─SiLU─(stride-2 conv─SiLU while S_c > S)─conv─SiLU─zero conv──▶
+        (B, ch, S, S) ─┐
     x_t ──copy of the encoder (conv_in, down levels, middle), trainable ── + after conv_in ─┘──▶ features f_k
     f_k ──zero 1x1 conv_k──▶ r_k, added to the frozen U-Net's k-th skip (and r_last to its middle output)
     x_t, caption ──frozen TextConditionedUNet, cond["residuals"] = [r_k]──▶ prediction
@@ -29,18 +30,32 @@ from .text import TextConditionedUNet, TextUNetConfig
 
 @dataclass(frozen=True)
 class ControlNetConfig:
-    """What rebuilds a :class:`ControlledTextUNet`: the frozen model's config, the control image's channels and the
-    width of the hint network that reads it."""
+    """What rebuilds a :class:`ControlledTextUNet`: the frozen model's config, the control image's channels, its side
+    (None: the U-Net's own; larger, a power of two times it: a latent model steered by a pixel image, which the hint
+    network halves with strided convolutions until it fits) and the width of the hint network that reads it."""
 
     base: TextUNetConfig
     control_channels: int = 1
     hint_channels: int = 16
+    control_size: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.base, Mapping):  # from JSON
             object.__setattr__(self, "base", TextUNetConfig(**self.base))
         check_int("control_channels", self.control_channels, low=1)
         check_int("hint_channels", self.hint_channels, low=1)
+        side = self.base.unet.image_size
+        if self.control_size is not None:
+            check_int("control_size", self.control_size, low=side)
+            ratio = self.control_size // side
+            if self.control_size % side or ratio & (ratio - 1):
+                raise ValueError(f"control_size must be the U-Net's image size {side} times a power of two, got "
+                                 f"{self.control_size}")
+
+    @property
+    def control_side(self) -> int:
+        """The side of the control image."""
+        return self.base.unet.image_size if self.control_size is None else self.control_size
 
 
 def zero_conv(c_in: int, c_out: int, kernel: int = 1) -> nn.Conv2d:
@@ -72,9 +87,11 @@ class ControlledTextUNet(nn.Module):
         unet = config.base.unet
         self.encoder = copy.deepcopy(self.base.unet).requires_grad_(True)
         self.encoder.up, self.encoder.norm_out, self.encoder.conv_out = nn.ModuleList(), nn.Identity(), nn.Identity()
-        hint = config.hint_channels
-        self.hint = nn.Sequential(nn.Conv2d(config.control_channels, hint, 3, padding=1), nn.SiLU(),
-                                  nn.Conv2d(hint, hint, 3, padding=1), nn.SiLU(), zero_conv(hint, unet.ch, 3))
+        hint, halvings = config.hint_channels, (config.control_side // unet.image_size).bit_length() - 1
+        layers = [nn.Conv2d(config.control_channels, hint, 3, padding=1), nn.SiLU()]
+        for _ in range(halvings):  # the control image down to the U-Net's side
+            layers += [nn.Conv2d(hint, hint, 3, stride=2, padding=1), nn.SiLU()]
+        self.hint = nn.Sequential(*layers, nn.Conv2d(hint, hint, 3, padding=1), nn.SiLU(), zero_conv(hint, unet.ch, 3))
         self.zero = nn.ModuleList(zero_conv(c, c) for c, _, _ in self.base.unet.feature_shapes())
         self.base.eval()
 
@@ -103,9 +120,9 @@ class ControlledTextUNet(nn.Module):
                   control: torch.Tensor) -> list[torch.Tensor]:
         """What the branch adds to each of the base decoder's input features (see
         :meth:`~diffusion_lib.models.unet.UNet.feature_shapes`)."""
-        unet = self.config.base.unet
-        check_tensor("cond control", control, (x_t.shape[0], self.config.control_channels, unet.image_size,
-                                               unet.image_size), meaning="(B, control_channels, S, S)")
+        side = self.config.control_side
+        check_tensor("cond control", control, (x_t.shape[0], self.config.control_channels, side, side),
+                     meaning="(B, control_channels, control side, control side)")
         features = self.encoder.encode(x_t, t, {"context": context, "context_mask": mask},
                                        added=self.hint(control.to(x_t.dtype)))
         return [zero(f) for zero, f in zip(self.zero, features, strict=True)]

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from diffusion_lib import __version__, checkpoints
 from diffusion_lib import data as datasets
 from diffusion_lib.data.emoji import emoji_arrays
+from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
 from diffusion_lib.data.shapes import silhouettes
 from diffusion_lib.editing import degrade
 from diffusion_lib.losses import evaluate_loss
@@ -182,13 +183,26 @@ def build_controlled(config: dict[str, dict[str, Any]], device: torch.device) ->
     if base.parameterization != config["train"]["parameterization"]:
         raise ValueError(f"control.base: train.parameterization must be the base's, {base.parameterization!r}; got "
                          f"{config['train']['parameterization']!r}")
-    images, captions = load_data(config["data"], captions=True)
-    model = ControlledTextUNet(ControlNetConfig(base.config, control_channels=1,
+    theirs = record["config"]["data"].get("latent", "")
+    if config["data"]["latent"] != theirs:
+        raise ValueError(f"control.base: data.latent must be the base's, {theirs!r}; got {config['data']['latent']!r}")
+    images, pixels, captions = controlled_data(config)
+    control_size = pixels.shape[-1] if config["data"]["latent"] else None  # a latent model reads pixel controls
+    model = ControlledTextUNet(ControlNetConfig(base.config, control_channels=1, control_size=control_size,
                                                 hint_channels=config["control"]["hint_channels"]))
     model.base.load_state_dict(base.state_dict())
     model.start_from_base()
     model = model.to(device)
-    return Built(model, schedule, images, condition(config, model, images, captions), None)
+    return Built(model, schedule, images, condition(config, model, pixels, captions), None)
+
+
+def controlled_data(config: dict[str, dict[str, Any]], split: str = "train") -> tuple[torch.Tensor, torch.Tensor,
+                                                                                          list[str]]:
+    """A [control] config's data: (what the model learns: the images, or their latents with data.latent; the pixel
+    images, whose silhouettes are the controls; the captions)."""
+    pixels, captions = load_data({**config["data"], "latent": ""}, split, captions=True)
+    latent = config["data"]["latent"]
+    return (load(latent).model.encode(pixels) if latent else pixels), pixels, captions
 
 
 def start_from_teacher(config: dict[str, dict[str, Any]], student: torch.nn.Module,
@@ -238,9 +252,10 @@ def captioned(config: dict[str, dict[str, Any]]) -> bool:
 
 def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
     """The ``cond`` of each example for a config: class labels, tokenised captions, the low-resolution image of a
-    super-resolution model, or None."""
-    if "control" in config:  # the captions, and where each image is drawn
-        return {k: v.cpu() for k, v in model.encode(labels, silhouettes(images)).items()}
+    super-resolution model, a ControlNet's captions and controls (``images`` then are the pixel images), or None."""
+    if "control" in config:  # the captions, and where each (pixel) image is drawn
+        drawn = emoji_silhouettes if config["data"]["dataset"] == "emoji" else silhouettes
+        return {k: v.cpu() for k, v in model.encode(labels, drawn(images)).items()}
     if "text" in config:
         return {k: v.cpu() for k, v in model.encode_prompts(labels).items()}
     if config["data"]["class_conditional"]:
@@ -313,8 +328,12 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
         if rank == 0:
             print(f"{sum(p.numel() for p in model.parameters()):,} parameters; {len(images):,} training images; "
                   f"device {device}; {trainer.world_size} process(es); steps {trainer.step} -> {steps}")
-        test_images, test_labels = load_data(config["data"], "test", captions=captioned(config))
-        test_data = (test_images, condition(config, model, test_images, test_labels))
+        if "control" in config:  # the controls come from the pixels, also for a latent model
+            test_images, test_pixels, test_labels = controlled_data(config, "test")
+        else:
+            test_images, test_labels = load_data(config["data"], "test", captions=captioned(config))
+            test_pixels = test_images
+        test_data = (test_images, condition(config, model, test_pixels, test_labels))
         rounds = round_exports(config, export_path, steps)
         with StopRequest() as stop:
             for until in sorted({step for step, _, _ in rounds if step > trainer.step} | {steps}):

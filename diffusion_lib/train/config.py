@@ -32,8 +32,9 @@ missing file is a one-line error that names the key and the file::
     [control]   optional, shapes or emoji with captions: train a ControlNet (diffusion_lib.models.controlnet) on a
                 shipped text-to-image model, base (name or path), kept frozen: a trainable copy of its encoder reads
                 a control image of kind = "silhouette" (where each training image is drawn) through a hint network
-                of hint_channels; the network comes from the base, so no [model] or [text] table ([schedule] and
-                train.parameterization must be the base's)
+                of hint_channels; the network comes from the base, so no [model] or [text] table ([schedule],
+                data.latent and train.parameterization must be the base's; a latent base reads the silhouettes of
+                the pixel images)
     [schedule]  name = "linear" | "cosine", T; or name = "rectified_flow" (flow matching on the path x_t = (1 - t) x_0
                 + t ε, t ~ Uniform(0, 1), see diffusion_lib.losses; T is not used)
     [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
@@ -317,7 +318,7 @@ def _check_control(path: Path, raw: dict[str, Any], config: dict[str, dict[str, 
     data = config["data"]
     if data["dataset"] not in CAPTIONED:
         raise ValueError(f"{path}: [control] steers a text-to-image model; data.dataset must be one of {CAPTIONED}")
-    on = [key for key in ("class_conditional", "low_resolution", "latent", "reflow", "mirror") if data[key]]
+    on = [key for key in ("class_conditional", "low_resolution", "reflow", "mirror") if data[key]]
     if on:
         raise ValueError(f"{path}: [control] cannot be combined with data.{on[0]}")
 
