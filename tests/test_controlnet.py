@@ -219,7 +219,7 @@ def test_emoji_silhouettes_mark_what_is_not_the_white_background():
 
     white = torch.ones(1, 3, 4, 4)
     white[..., 1, 2] = torch.tensor([1.0, -1.0, -1.0])  # a red pixel
-    white[..., 3, 0] = 0.9                               # near-white: background
+    white[..., 3, 0] = 0.9                               # near-white (0.17 from white): background
     mask = emoji_silhouettes(white)
     assert mask.shape == (1, 1, 4, 4) and mask.sum().item() == -14  # one pixel drawn, fifteen background
     assert mask[0, 0, 1, 2] == 1

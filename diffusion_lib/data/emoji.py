@@ -235,10 +235,15 @@ def emoji_arrays(size: int, root: str | Path = "~/.cache/diffusion_lib", *, prog
     return path
 
 
-def silhouettes(images: torch.Tensor) -> torch.Tensor:
-    """Where an emoji is drawn on its white background, for images (N, 3, H, W) in [-1, 1]: (N, 1, H, W), 1 where any
-    channel is below 0.5 (darker than near-white) and -1 elsewhere: a ControlNet's control image."""
-    drawn = images.min(dim=1, keepdim=True).values < 0.5
+BACKGROUND_DISTANCE = 0.4
+"""A pixel is drawn when its RGB vector in [-1, 1] lies further than this from white (1, 1, 1), the background."""
+
+
+def silhouettes(images: torch.Tensor, threshold: float = BACKGROUND_DISTANCE) -> torch.Tensor:
+    """Where an emoji is drawn on its white background, for images (N, 3, H, W) in [-1, 1]: (N, 1, H, W), 1 where the
+    pixel lies further than ``threshold`` from white and -1 elsewhere (a ControlNet's control image; the colour and
+    shape readers of :mod:`diffusion_lib.evaluation.emoji_compositions` read the same foreground)."""
+    drawn = (images - 1).norm(dim=1, keepdim=True) > threshold
     return drawn.to(images.dtype) * 2 - 1
 
 

@@ -27,12 +27,11 @@ from torch.nn import functional as F
 
 from diffusion_lib.checks import check_tensor
 from diffusion_lib.data import load_emoji
+from diffusion_lib.data.emoji import BACKGROUND_DISTANCE, silhouettes
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown")
 SHAPES = ("heart", "circle", "square")
 NAMES = {"heart": "{} heart", "circle": "large {} circle", "square": "large {} square"}  # shape → name pattern
-BACKGROUND_DISTANCE = 0.4
-"""A pixel is foreground when its RGB vector in [-1, 1] lies further than this from white (1, 1, 1)."""
 
 
 def composition_prompts() -> list[tuple[str, str, str]]:
@@ -43,8 +42,8 @@ def composition_prompts() -> list[tuple[str, str, str]]:
 
 
 def foreground(images: torch.Tensor, threshold: float = BACKGROUND_DISTANCE) -> torch.Tensor:
-    """The foreground masks (N, S, S) bool of images (N, 3, S, S) in [-1, 1] on white."""
-    return (images - 1).norm(dim=1) > threshold
+    """The foreground masks (N, S, S) bool of images (N, 3, S, S) in [-1, 1] on white (the emoji's silhouettes)."""
+    return silhouettes(images, threshold)[:, 0] > 0
 
 
 def normalised(masks: torch.Tensor) -> torch.Tensor:
