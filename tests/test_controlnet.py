@@ -223,3 +223,14 @@ def test_emoji_silhouettes_mark_what_is_not_the_white_background():
     mask = emoji_silhouettes(white)
     assert mask.shape == (1, 1, 4, 4) and mask.sum().item() == -14  # one pixel drawn, fifteen background
     assert mask[0, 0, 1, 2] == 1
+
+
+def test_the_silhouette_iou_reads_an_emoji_on_white_with_the_emoji_rule():
+    from diffusion_lib.data import load_emoji
+    from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
+    from diffusion_lib.evaluation.shapes import silhouette_iou
+
+    images = load_emoji("test").images[:6]
+    masks = emoji_silhouettes(images)
+    assert silhouette_iou(images, masks, drawn=emoji_silhouettes).tolist() == [1.0] * 6
+    assert (silhouette_iou(images, masks) < 1).all()  # the shapes' rule takes the white background for ink

@@ -143,14 +143,15 @@ def recolour_hits(predicted: dict[str, torch.Tensor], edited: torch.Tensor, sour
     return {"recoloured": recoloured, "moved": moved, "kept": kept, "both": recoloured & kept}
 
 
-def silhouette_iou(images: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
+def silhouette_iou(images: torch.Tensor, controls: torch.Tensor, *, drawn=silhouettes) -> torch.Tensor:
     """How closely images (N, 3, H, W) follow silhouette controls (N, 1, H, W) in {-1, 1}: the intersection over
-    union of where each image is drawn (:func:`~diffusion_lib.data.shapes.silhouettes`) and where its control is 1,
-    shape (N,); 1 for two empty masks."""
+    union of where each image is drawn (``drawn(images)``: :func:`~diffusion_lib.data.shapes.silhouettes` on the
+    shapes' black background; :func:`diffusion_lib.data.emoji.silhouettes` for the emoji's white one) and where its
+    control is 1, shape (N,); 1 for two empty masks."""
     if controls.shape != (len(images), 1, *images.shape[-2:]):
         raise ValueError(f"controls must have shape {(len(images), 1, *images.shape[-2:])} (one silhouette per image), "
                          f"got {tuple(controls.shape)}")
-    drawn, wanted = silhouettes(images.cpu().float()) > 0, controls.cpu() > 0
-    inter = (drawn & wanted).flatten(1).sum(1).double()
-    union = (drawn | wanted).flatten(1).sum(1).double()
+    ink, wanted = drawn(images.cpu().float()) > 0, controls.cpu() > 0
+    inter = (ink & wanted).flatten(1).sum(1).double()
+    union = (ink | wanted).flatten(1).sum(1).double()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
