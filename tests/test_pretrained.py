@@ -42,7 +42,7 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
 
 def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
     names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
-    assert len(names) == 32
+    assert len(names) == 33
     for name in names:
         model, schedule, record = load(name)
         assert type(model).__name__ == record["model_class"] and not model.training, name
@@ -106,12 +106,13 @@ SHIPPED_STUDENTS = {"digits_progressive_8": ("digits_progressive", 6000),
                     "digits_progressive_2": ("digits_progressive", 12000),
                     "digits_progressive": ("digits_progressive", 15000),
                     "digits_consistency": ("digits_consistency", 8000),
-                    "shapes_control": ("shapes_control", 3000)}
+                    "shapes_control": ("shapes_control", 3000),
+                    "emoji_control": ("emoji_control", 3000)}
 
 
 @pytest.mark.parametrize("name", SHIPPED_STUDENTS)
 def test_every_shipped_student_and_controlnet_was_made_by_its_config_and_still_scores_its_test_loss(name):
-    from diffusion_lib.recipes.diffusion import captioned, condition, load_data
+    from diffusion_lib.recipes.diffusion import condition, controlled_data, load_data
     from diffusion_lib.train.config import CONFIGS, read_config
 
     config_name, steps = SHIPPED_STUDENTS[name]
@@ -121,8 +122,12 @@ def test_every_shipped_student_and_controlnet_was_made_by_its_config_and_still_s
     for table, values in meta["config"].items():
         assert {k: v for k, v in config[table].items() if k in values} == values, table
     assert meta["steps"] == steps and meta["train_seconds"] > 0
-    images, labels = load_data(config["data"], "test", captions=captioned(config))
-    measured = evaluate_loss(model, images, schedule, cond=condition(config, model, images, labels), seed=0)
+    if "control" in config:  # the controls are the silhouettes of the pixel images, also for a latent model
+        images, pixels, labels = controlled_data(config, "test")
+    else:
+        images, labels = load_data(config["data"], "test")
+        pixels = images
+    measured = evaluate_loss(model, images, schedule, cond=condition(config, model, pixels, labels), seed=0)
     assert measured == pytest.approx(meta["test_loss"], rel=1e-4)
     if "distill" in config and config["distill"]["method"] == "progressive":  # predicts v, samples with DDIM
         assert model.parameterization == "v"
