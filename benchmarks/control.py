@@ -111,14 +111,15 @@ def emoji_samples(name: str, captions: list[str], controls: torch.Tensor, guidan
 
 def measure_emoji() -> None:
     from diffusion_lib.data import load_emoji
+    from diffusion_lib.data.emoji import PNG_STYLES
     from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
     from diffusion_lib.evaluation.emoji_compositions import COLOURS, SHAPES, composition_prompts, read_colour_and_shape
 
-    train = load_emoji("train")
+    train = load_emoji("train", styles=PNG_STYLES)
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:320]
     named = {"captions": [train.prompts[i] for i in pick.tolist()], "images": train.images[pick],
              "category": train.category[pick]}
-    family = load_emoji("all")
+    family = load_emoji("all", styles=PNG_STYLES)
     wanted = {prompt: (colour, shape) for prompt, colour, shape in composition_prompts()}
     rows_of_family = [i for i, p in enumerate(family.prompts) if p in wanted] * 4
     compositions = {"captions": [family.prompts[i] for i in rows_of_family], "images": family.images[rows_of_family],

@@ -36,6 +36,7 @@ import torch
 from record import SHIPPED_RESULTS, machine, write_json
 
 from diffusion_lib.data import load_emoji
+from diffusion_lib.data.emoji import PNG_STYLES
 from diffusion_lib.evaluation.emoji import SAMPLE_COUNT, emoji_reference, real_floor, sample_quality
 from diffusion_lib.evaluation.emoji_compositions import COLOURS, SHAPES, composition_prompts, read_colour_and_shape
 from diffusion_lib.metrics.intervals import bootstrap, interval_text
@@ -94,7 +95,7 @@ def samples_of(name: str, test, scale: float) -> tuple[torch.Tensor, float]:
 def measure(names: list[str]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     reference = emoji_reference()
-    test = load_emoji("test")
+    test = load_emoji("test", styles=PNG_STYLES)
     requested = test.category
     assert len(requested) == SAMPLE_COUNT
     results["floor"] = plain(real_floor(reference=reference))
@@ -114,7 +115,7 @@ def measure(names: list[str]) -> None:
 
 def compositions(names: list[str]) -> None:
     results = json.loads(RESULTS.read_text())
-    test_names = set(load_emoji("test").prompts)
+    test_names = set(load_emoji("test", styles=PNG_STYLES).prompts)
     for name in names:
         model, schedule, autoencoder, record = load_with_autoencoder(name)
         held_out = set(record["config"]["data"]["hold_out"])

@@ -1,7 +1,7 @@
-"""Remake the shipped emoji arrays (diffusion_lib/data/emoji/emoji32.npz) from the two npm packages, byte for byte
-(with the same zlib; with another, the same arrays, differently compressed).
+"""Remake the shipped emoji arrays (diffusion_lib/data/emoji/emoji32.npz) from the five npm packages, byte for byte
+(with the same zlib and resvg-py; with another zlib, the same arrays, differently compressed).
 
-    python scripts/make_emoji.py                        # fetches both tarballs with `npm pack` into a temporary folder
+    python scripts/make_emoji.py                        # fetches the tarballs with `npm pack` into a temporary folder
     python scripts/make_emoji.py --tarballs DIR         # or reads them from DIR (as `npm pack` names them)
     python scripts/make_emoji.py --size 64 --out emoji64.npz   # the 64x64 arrays, for a GPU (load_emoji(path=...))
 
@@ -14,29 +14,27 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from diffusion_lib.data.emoji import PACKAGES, SHIPPED, build_arrays, write_arrays
+from diffusion_lib.data.emoji import SHIPPED, build_arrays, write_arrays
+from diffusion_lib.data.emoji_sources import PACKAGES
 
 
 def fetch(folder: Path) -> dict[str, Path]:
     """`npm pack NAME@VERSION` of each style's package into ``folder``; style → tarball."""
-    tarballs = {}
-    for style, (name, version, _, _) in PACKAGES.items():
-        subprocess.run(["npm", "pack", f"{name}@{version}", "--pack-destination", str(folder)], check=True,
-                       capture_output=True)
-        tarballs[style] = folder / f"{name}-{version}.tgz"
-    return tarballs
+    for package in PACKAGES.values():
+        subprocess.run(["npm", "pack", f"{package.name}@{package.version}", "--pack-destination", str(folder)],
+                       check=True, capture_output=True)
+    return {style: folder / package.tarball for style, package in PACKAGES.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tarballs", type=Path, help="a folder holding the two tarballs (default: fetch with npm)")
+    parser.add_argument("--tarballs", type=Path, help="a folder holding the five tarballs (default: fetch with npm)")
     parser.add_argument("--size", type=int, default=32, choices=(16, 32, 64), help="image side (default 32)")
     parser.add_argument("--out", type=Path, default=SHIPPED, help=f"the .npz to write (default {SHIPPED})")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.tarballs:
-            tarballs = {style: args.tarballs / f"{name}-{version}.tgz" for style, (name, version, _, _) in
-                        PACKAGES.items()}
+            tarballs = {style: args.tarballs / package.tarball for style, package in PACKAGES.items()}
         else:
             tarballs = fetch(Path(tmp))
         arrays = build_arrays(tarballs, args.size)

@@ -227,10 +227,11 @@ def test_emoji_silhouettes_mark_what_is_not_the_white_background():
 
 def test_the_silhouette_iou_reads_an_emoji_on_white_with_the_emoji_rule():
     from diffusion_lib.data import load_emoji
+    from diffusion_lib.data.emoji import PNG_STYLES
     from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
     from diffusion_lib.evaluation.shapes import silhouette_iou
 
-    images = load_emoji("test").images[:6]
+    images = load_emoji("test", styles=PNG_STYLES).images[:6]
     masks = emoji_silhouettes(images)
     assert silhouette_iou(images, masks, drawn=emoji_silhouettes).tolist() == [1.0] * 6
     assert (silhouette_iou(images, masks) < 1).all()  # the shapes' rule takes the white background for ink

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion_lib.data.emoji import load_emoji
+from diffusion_lib.data.emoji import PNG_STYLES, load_emoji
 from diffusion_lib.models.emoji_classifier import EmojiClassifier, EmojiClassifierConfig
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.emoji_classifier import accuracy, augment, train_classifier
@@ -11,7 +11,7 @@ from diffusion_lib.recipes.emoji_classifier import accuracy, augment, train_clas
 
 def test_the_shipped_classifier_still_scores_its_recorded_accuracy_on_held_out_emoji():
     model, schedule, record = load("emoji_classifier")
-    test = load_emoji("test")
+    test = load_emoji("test", styles=PNG_STYLES)
     measured = accuracy(model, test)
     assert schedule is None and isinstance(model, EmojiClassifier)
     assert measured == pytest.approx(record["test_accuracy"], abs=1e-6)
@@ -44,3 +44,40 @@ def test_the_recipe_gives_the_same_weights_twice_and_the_config_is_checked():
         EmojiClassifierConfig(8, 10, width=12)
     with pytest.raises(ValueError, match=r"x must be a float tensor of shape \(B, 3, 32, 32\)"):
         first.features(torch.zeros(2, 1, 32, 32))
+
+
+def test_a_name_head_and_depth_add_what_they_say_and_the_first_layout_is_kept():
+    first = EmojiClassifier(EmojiClassifierConfig(8, 95))
+    assert [k for k in first.state_dict() if k.startswith("conv.")] == [
+        f"conv.{i}.{p}" for i in (0, 1, 4, 5, 8, 9) for p in ("weight", "bias")]  # the shipped one's keys
+    named = EmojiClassifier(EmojiClassifierConfig(8, 95, num_names=40, width=16, depth=2))
+    logits = named(torch.zeros(3, 3, 32, 32))
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {"category": (3, 8), "subcategory": (3, 95),
+                                                               "name": (3, 40)}
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in named.conv) == 6
+    assert set(named.predict(torch.zeros(2, 3, 32, 32))) == {"category", "subcategory", "name"}
+    with pytest.raises(ValueError, match="num_names must be an int >= 0"):
+        EmojiClassifierConfig(8, 95, num_names=-1)
+
+
+def test_zoom_scales_about_the_centre_and_fills_in_white():
+    x = -torch.ones(64, 3, 32, 32)                                   # black squares filling the image
+    out = augment(x, torch.Generator().manual_seed(0), shift=0, noise_std=0.0, zoom=0.3)
+    white = (out > 0.99).float().mean((1, 2, 3))                     # shrunk: a white border; enlarged: none
+    assert (white > 0.05).any() and (white == 0).any() and white.max() < 1 - 0.7 ** 2 + 0.05
+    centre = out[:, :, 12:20, 12:20]
+    assert torch.allclose(centre, -torch.ones_like(centre), atol=1e-5)  # scaled about the centre: still black
+    assert out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
+    same = augment(x[:1], torch.Generator().manual_seed(0), shift=0, noise_std=0.0, zoom=1e-9)
+    assert torch.allclose(same, x[:1], atol=1e-5)                    # no zoom, no shift: the image itself
+
+
+def test_fit_classifier_names_the_training_emoji_and_checks_the_head():
+    from diffusion_lib.recipes.emoji_classifier import fit_classifier
+
+    train = load_emoji("train", styles=["openmoji"])
+    count = len(torch.unique(train.emoji))
+    model, seconds = fit_classifier(train, EmojiClassifierConfig(8, 95, num_names=count, width=8), 3, zoom=0.1)
+    assert model.name.out_features == count and seconds > 0 and not model.training
+    with pytest.raises(ValueError, match=rf"config.num_names must be 0 or the {count} emoji of train, got 7"):
+        fit_classifier(train, EmojiClassifierConfig(8, 95, num_names=7, width=8), 3)

@@ -73,6 +73,17 @@ def test_the_floor_intervals_contain_their_values(floor):
     assert 0 < floor["category_entropy"] <= math.log(8) and 0 < floor["subcategory_coverage"] <= 1
 
 
+def test_precision_is_one_for_copies_and_both_rates_lie_in_their_intervals(copies, floor):
+    """A copy of a training image lies inside the training images' manifold (at distance 0 from one of them):
+    precision 1. Held-out real emoji land inside less often, and 328 samples cover part of the 2,944 training
+    images' manifold: recall well below 1."""
+    assert copies["precision"].value == 1.0
+    for key in ("precision", "recall"):
+        interval = floor[key]
+        assert 0 < interval.low <= interval.value <= interval.high <= 1 and interval.method == "percentile", key
+    assert floor["precision"].value < 1 and floor["recall"].value < 0.9
+
+
 def test_copies_of_training_emoji_are_memorised_in_both_spaces_and_score_fd_below_the_floor(copies, floor):
     """328 exact copies of training images sit in the reference itself: FD 67.3 [56.1, 80.9] against the floor's
     99.9 [86.6, 115.7] (measured, 200 resamples), a better FD than real unseen emoji earn, and a memorisation rate

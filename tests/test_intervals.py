@@ -114,3 +114,20 @@ def test_interval_text_writes_a_stored_interval_and_names_what_is_missing():
     assert interval_text(None) == "–"
     with pytest.raises(ValueError, match=r"entry must hold value, low and high.*missing \['high'\]"):
         interval_text({"value": 1.0, "low": 0.0})
+
+
+def test_the_exact_binomial_interval_is_an_interval_at_zero_and_one_and_has_its_coverage():
+    from diffusion_lib.metrics import binomial_interval
+
+    all_hits = binomial_interval(32, 32)
+    assert all_hits.value == 1 and all_hits.high == 1 and all_hits.low == pytest.approx(0.025 ** (1 / 32))
+    none = binomial_interval(0, 10)
+    assert none.value == 0 and none.low == 0 and none.high == pytest.approx(1 - 0.025 ** (1 / 10))
+    assert all_hits.method == "exact" and str(binomial_interval(24, 32)) == "0.750 [0.566, 0.885]"
+    # coverage: at least the level, for a rate of 0.3 and 40 trials, over many draws
+    rng = torch.Generator().manual_seed(0)
+    draws = (torch.rand(2000, 40, generator=rng) < 0.3).sum(1)
+    covered = [binomial_interval(int(h), 40).low <= 0.3 <= binomial_interval(int(h), 40).high for h in draws]
+    assert sum(covered) / len(covered) >= 0.95
+    with pytest.raises(ValueError, match="hits must be an int in"):
+        binomial_interval(5, 4)

@@ -39,6 +39,7 @@ from scipy.linalg import LinAlgWarning
 
 from diffusion_lib.checks import check_choice, check_int, check_real, check_tensor
 from diffusion_lib.data import EmojiSet, load_emoji
+from diffusion_lib.data.emoji import PNG_STYLES
 from diffusion_lib.metrics import (
     Interval,
     bootstrap,
@@ -47,6 +48,7 @@ from diffusion_lib.metrics import (
     coverage,
     frechet_distance,
     kernel_inception_distance,
+    manifold_membership,
     nearest_neighbour_distances,
 )
 from diffusion_lib.pretrained import load
@@ -87,20 +89,23 @@ class EmojiReference:
 
 @torch.no_grad()
 def emoji_reference(
-    classifier: torch.nn.Module | None = None, *, quantile: float = 0.05, batch_size: int = 512
+    classifier: torch.nn.Module | None = None, *, styles: tuple[str, ...] | list[str] = PNG_STYLES,
+    quantile: float = 0.05, batch_size: int = 512
 ) -> EmojiReference:
     """The reference of the emoji evaluations: the two splits, the training features and the memorisation thresholds
     (about 8 s on a 2-core CPU, most of it the held-out images' nearest training images in pixels).
 
     Args:
         classifier: an ``EmojiClassifier``; None (default): the shipped one, ``load("emoji_classifier").model``.
+        styles: the emoji styles of both splits (default the two PNG styles the first models were trained on;
+            ``STYLES`` for all five, with ``load("emoji_reference").model``).
         quantile: of the memorisation thresholds, in (0, 1).
         batch_size: images per classifier call.
     """
     check_real("quantile", quantile, low=0, high=1, low_open=True, high_open=True)
     check_int("batch_size", batch_size, low=1)
     classifier = load("emoji_classifier").model if classifier is None else classifier
-    train, heldout = load_emoji("train"), load_emoji("test")
+    train, heldout = load_emoji("train", styles=styles), load_emoji("test", styles=styles)
     train_features = _embed(classifier, train.images, batch_size)[0]                 # (M, F)
     heldout_features = _embed(classifier, heldout.images, batch_size)[0]             # (K, F)
     pixel = nearest_neighbour_distances(heldout.images, train.images)               # (K,)
@@ -154,6 +159,11 @@ def sample_quality(
     - ``memorisation_pixels``, ``memorisation_features``: the fraction of samples closer to their nearest training
       image than the reference's thresholds (the 5% quantile of held-out images' distances), with percentile
       bootstrap intervals. Read FD beside them: copies of training images score FD below the floor.
+    - ``precision``, ``recall``: improved precision and recall (Kynkäänniemi et al. 2019, 3 nearest neighbours,
+      :func:`~diffusion_lib.metrics.precision_recall`) of the samples' features against the training features:
+      the fraction of samples inside the training images' manifold, and of training images inside the samples'.
+      Percentile-bootstrap intervals over the samples (precision) and over the training images (recall, the samples'
+      manifold held fixed). Both depend on the counts: compare at equal counts, beside :func:`real_floor`.
     - ``conditional_accuracy``: how often the predicted category is ``requested_category``, with a percentile
       bootstrap interval; only when ``requested_category`` is given. The classifier itself reads 0.671 of held-out
       emoji right, which bounds what this can show (:func:`real_floor` reports it).
@@ -214,6 +224,8 @@ def sample_quality(
     def kid(feats: torch.Tensor) -> float:
         return kernel_inception_distance(feats, train_features, subsets=subsets, seed=seed)[0]
 
+    inside_real = manifold_membership(train_features, features, k=3).double()              # (N,) precision
+    inside_samples = manifold_membership(features, train_features, k=min(3, n - 1)).double()  # (M,) recall
     pixel = nearest_neighbour_distances(samples, reference.train.images)                   # (N,)
     feature = nearest_neighbour_distances(features, train_features)                        # (N,)
     result = {
@@ -225,6 +237,8 @@ def sample_quality(
         "coverage": coverage(category, num_categories),
         "category_entropy": class_entropy(category, num_categories),
         "subcategory_coverage": coverage(subcategory, reference.classifier.subcategory.out_features),
+        "precision": interval(torch.mean, inside_real, "percentile"),
+        "recall": interval(torch.mean, inside_samples, "percentile"),
         "memorisation_pixels": interval(torch.mean, (pixel < reference.pixel_threshold).double(), "percentile"),
         "memorisation_features": interval(torch.mean, (feature < reference.feature_threshold).double(),
                                           "percentile"),
@@ -256,15 +270,16 @@ def real_floor(
     held-out images set the thresholds, so this is a check, not a measurement).
 
     Args:
-        count: the number of held-out images, in [4, 328]; below 328 a subset drawn with ``seed``.
+        count: the number of held-out images, in [4, the test split's size (328 in the two PNG styles)]; below it a
+            subset drawn with ``seed``.
         reference, classifier, resamples, level, seed, subsets, batch_size: as for :func:`sample_quality`.
 
     Returns:
         :func:`sample_quality`'s dict.
     """
-    check_int("count", count, low=4, high=SAMPLE_COUNT)
     check_int("seed", seed, low=0)
     reference = _resolve(reference, classifier, batch_size)
+    check_int("count", count, low=4, high=len(reference.heldout))
     heldout = reference.heldout
     rows = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(seed))[:count].sort().values
     return sample_quality(heldout.images[rows], requested_category=heldout.category[rows], reference=reference,
@@ -303,7 +318,7 @@ def nearest_training(
         raise ValueError("samples must hold N >= 1 images, got none")
     check_choice("space", space, SPACES)
     if space == "pixels" and reference is None and classifier is None:
-        train = load_emoji("train").images
+        train = load_emoji("train", styles=PNG_STYLES).images
     else:
         reference = _resolve(reference, classifier, batch_size)
         train = reference.train.images

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from diffusion_lib.checks import check_tensor
 from diffusion_lib.data import load_emoji
-from diffusion_lib.data.emoji import BACKGROUND_DISTANCE, silhouettes
+from diffusion_lib.data.emoji import BACKGROUND_DISTANCE, PNG_STYLES, silhouettes
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown")
 SHAPES = ("heart", "circle", "square")
@@ -63,7 +63,7 @@ def normalised(masks: torch.Tensor) -> torch.Tensor:
 def prototypes() -> tuple[torch.Tensor, torch.Tensor]:
     """(mean colours (7, 3) of :data:`COLOURS`, mean normalised masks (3, 2, 32, 32) bool of :data:`SHAPES` per
     style), from the real emoji of :func:`composition_prompts`."""
-    emoji = load_emoji("all")
+    emoji = load_emoji("all", styles=PNG_STYLES)
     rows = [(i, colour, shape) for prompt, colour, shape in composition_prompts()
             for i, name in enumerate(emoji.prompts) if name == prompt]
     images = emoji.images[[i for i, _, _ in rows]]                                         # (40, 3, 32, 32)
@@ -74,7 +74,7 @@ def prototypes() -> tuple[torch.Tensor, torch.Tensor]:
     styles = emoji.style[[i for i, _, _ in rows]]
     shape_of = torch.stack([torch.stack([
         masks[[k for k, r in enumerate(rows) if r[2] == s and styles[k] == style]].float().mean(0) > 0.5
-        for style in range(len(emoji.style_names))]) for s in SHAPES])
+        for style in styles.unique().tolist()]) for s in SHAPES])
     return colour_of, shape_of
 
 

@@ -28,10 +28,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import beta
 
 from diffusion_lib.checks import check_choice, check_int, check_real
 
 METHODS = ("percentile", "half")
+EXACT = "exact"  # the method of a binomial_interval
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Interval:
         low, high: the ends of the interval.
         level: its nominal coverage, e.g. 0.95.
         resamples: the number of resamples it was read from.
-        method: "percentile" or "half" (see :func:`bootstrap`).
+        method: "percentile" or "half" (see :func:`bootstrap`), or "exact" (:func:`binomial_interval`, no
+            resamples).
 
     ``str(interval)`` is ``"5.31 [4.80, 5.95]"``: all three numbers with the decimals that give 3 significant digits
     to the larger of ``|value|`` and the half-width; ``format(interval, ".1f")`` formats all three with one spec.
@@ -133,6 +136,22 @@ def bootstrap(
         shift = value - float(torch.quantile(values, 0.5))
         low, high = low + shift, high + shift
     return Interval(value=value, low=low, high=high, level=float(level), resamples=int(resamples), method=method)
+
+
+def binomial_interval(hits: int, trials: int, *, level: float = 0.95) -> Interval:
+    """The exact (Clopper–Pearson) interval of a rate: ``hits`` successes in ``trials`` independent trials.
+
+    Unlike a bootstrap, it is an interval when the rate is 0 or 1 (a bootstrap of 32 hits in 32 gives [1, 1]): its
+    ends are the rates for which ``hits`` or more (fewer) successes would have had probability (1 - level) / 2, read
+    off the beta distribution; it covers the true rate at least ``level`` of the time.
+    """
+    check_int("trials", trials, low=1)
+    check_int("hits", hits, low=0, high=trials)
+    check_real("level", level, low=0, high=1, low_open=True, high_open=True)
+    tail = (1 - level) / 2
+    low = 0.0 if hits == 0 else float(beta.ppf(tail, hits, trials - hits + 1))
+    high = 1.0 if hits == trials else float(beta.ppf(1 - tail, hits + 1, trials - hits))
+    return Interval(hits / trials, low, high, level, 0, EXACT)
 
 
 def interval_text(entry: Mapping[str, float] | None, spec: str = ".3g") -> str:

@@ -29,11 +29,13 @@ TWO_OBJECT_FRACTION = 0.7
 
 def fit_autoencoder(images: torch.Tensor, config: AutoencoderConfig, steps: int, seed: int = 0, *,
                     kl_weight: float = 1e-4, batch_size: int = 64, lr: float = 2e-3, mirror: bool = False,
-                    progress: bool = False) -> tuple[Autoencoder, float]:
+                    progress: bool = False, state_path=None, resume: bool = False) -> tuple[Autoencoder, float]:
     """Train an :class:`~diffusion_lib.models.autoencoder.Autoencoder` on ``images`` (N, C, S, S) in [-1, 1] (AdamW,
     cosine decay to 0, batches drawn with replacement, one CPU thread, restored afterwards), then set its ``scale``
     and ``bound`` on the same images. With ``mirror``, each image of a batch is mirrored left to right with
     probability 1/2. Initial weights from ``torch.manual_seed(seed)``, batches from a generator seeded ``seed``.
+    With ``state_path``, the run saves its state as it goes and ``resume`` continues it exactly
+    (:func:`~diffusion_lib.train.fit_on_one_thread`).
 
     Returns:
         (the autoencoder in eval mode, the training loop's wall time in seconds).
@@ -52,7 +54,8 @@ def fit_autoencoder(images: torch.Tensor, config: AutoencoderConfig, steps: int,
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         return model.loss(batch, kl_weight, generator)
 
-    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, scheduler=schedule, progress=progress)
+    seconds = fit_on_one_thread(model, optimizer, steps, batch_loss, scheduler=schedule, progress=progress,
+                                state_path=state_path, generator=generator, resume=resume)
     model.eval()
     model.fit_scale(images)
     return model, seconds

@@ -42,7 +42,8 @@ from diffusion_lib.train.students import ConsistencyDistillation, ProgressiveDis
 def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
     captions); for emoji the labels are the categories, or with ``captions`` the captions as prompts
-    (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns; ``data.hold_out`` names emoji
+    (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns, in the styles ``data.styles``
+    names; ``data.hold_out`` names emoji
     taken out of the training split (to ask for them as new compositions), and the images of the emoji that
     ``data.repeat_names`` names appear ``data.repeat`` times (the copies after the originals). With ``data.mirror``
     the training split also holds every image mirrored left to right (after the originals, with the same labels);
@@ -54,7 +55,7 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
         shapes = datasets.captioned_shapes(n, seed, two_object_fraction=data["two_object_fraction"])
         images, labels = shapes.images, shapes.captions
     elif name == "emoji":
-        emoji = datasets.load_emoji(split, path=emoji_arrays(data["size"], root, progress=True))
+        emoji = datasets.load_emoji(split, styles=data["styles"], path=emoji_arrays(data["size"], root, progress=True))
         images, labels = emoji.images, emoji.prompts if captions else emoji.category
         if split == "train" and (data["hold_out"] or data["repeat_names"]):
             for key in ("hold_out", "repeat_names"):
@@ -289,6 +290,18 @@ def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path
     return checkpoints.save(path, dict(model.state_dict()), record)
 
 
+def make_trainer(config: dict[str, dict[str, Any]], built: Built, device: torch.device, objective=None) -> Trainer:
+    """The :class:`~diffusion_lib.train.Trainer` of a checked config's ``[train]`` table, for what :func:`build` made
+    of it (and a distillation ``objective``, else None)."""
+    t = config["train"]
+    return Trainer(built.model, built.schedule, built.images, cond=built.cond, coupling=built.coupling,
+                   objective=objective, cond_dropout=float(t["cond_dropout"]), batch_size=t["batch_size"],
+                   lr=float(t["lr"]), weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
+                   grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]), ema_decay=t["ema_decay"],
+                   amp=None if t["amp"] == "none" else t["amp"], compile=t["compile"], device=device, seed=t["seed"],
+                   log_every=t["log_every"], parameterization=t["parameterization"])
+
+
 def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: Path, export_path: Path, *,
                      command: str, resume: bool) -> int:
     """Train the model of a checked config (:func:`diffusion_lib.train.config.read_config`) to ``steps`` steps,
@@ -308,17 +321,11 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
     rank = dist.get_rank() if distributed else 0
 
     try:
-        model, schedule, images, cond, coupling, teacher = build(config, device)
+        built = build(config, device)
+        model, images = built.model, built.images
         t = config["train"]
-        objective = None if teacher is None else student_objective(config, teacher, schedule)
-        trainer = Trainer(model, schedule, images, cond=cond, coupling=coupling, objective=objective,
-                          cond_dropout=float(t["cond_dropout"]),
-                          batch_size=t["batch_size"], lr=float(t["lr"]),
-                          weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
-                          grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]),
-                          ema_decay=t["ema_decay"], amp=None if t["amp"] == "none" else t["amp"],
-                          compile=t["compile"], device=device, seed=t["seed"], log_every=t["log_every"],
-                          parameterization=t["parameterization"])
+        objective = None if built.teacher is None else student_objective(config, built.teacher, built.schedule)
+        trainer = make_trainer(config, built, device, objective)
         if resume:
             trainer.load_state(state_path)
             if rank == 0:

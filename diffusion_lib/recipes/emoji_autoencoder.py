@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from diffusion_lib.data.emoji import load_emoji
+from diffusion_lib.data.emoji import PNG_STYLES, load_emoji
 from diffusion_lib.metrics import psnr
 from diffusion_lib.models.autoencoder import Autoencoder, AutoencoderConfig
 from diffusion_lib.pretrained import load
@@ -23,27 +23,33 @@ CONFIG = AutoencoderConfig(channels=3, latent_channels=4, width=32, downsamples=
 DEFAULT_STEPS = 1200
 
 
-def train_emoji_autoencoder(steps: int = DEFAULT_STEPS, seed: int = 0, *, kl_weight: float = 1e-4,
-                            batch_size: int = 64, lr: float = 2e-3,
+def train_emoji_autoencoder(steps: int = DEFAULT_STEPS, seed: int = 0, *, config: AutoencoderConfig = CONFIG,
+                            styles: tuple[str, ...] | list[str] = PNG_STYLES, kl_weight: float = 1e-4,
+                            batch_size: int = 64, lr: float = 2e-3, state_path=None, resume: bool = False,
                             progress: bool = False) -> tuple[Autoencoder, dict[str, Any]]:
-    """Train the emoji :class:`~diffusion_lib.models.autoencoder.Autoencoder` (:data:`CONFIG`) on the training split,
-    each batch mirrored at random (:func:`~diffusion_lib.recipes.autoencoder.fit_autoencoder`), and score its
-    reconstructions of the test split: PSNR, and how often the reference emoji classifier reads the same category
-    off the reconstruction as off the original.
+    """Train an emoji :class:`~diffusion_lib.models.autoencoder.Autoencoder` of ``config`` on the training split of
+    ``styles``, each batch mirrored at random (:func:`~diffusion_lib.recipes.autoencoder.fit_autoencoder`; with
+    ``state_path`` resumable), and score its reconstructions of the test split in the same styles: PSNR, and how
+    often the first reference emoji classifier reads the same category off the reconstruction as off the original.
 
     Returns:
         (the autoencoder in eval mode, a record: settings, scale, bound, test PSNR and category kept, train_seconds).
     """
-    train, test = load_emoji("train"), load_emoji("test")
-    model, seconds = fit_autoencoder(train.images, CONFIG, steps, seed, kl_weight=kl_weight, batch_size=batch_size,
-                                     lr=lr, mirror=True, progress=progress)
+    train, test = load_emoji("train", styles=styles), load_emoji("test", styles=styles)
+    model, seconds = fit_autoencoder(train.images, config, steps, seed, kl_weight=kl_weight, batch_size=batch_size,
+                                     lr=lr, mirror=True, progress=progress, state_path=state_path, resume=resume)
     with torch.no_grad():
-        reconstructions = model.decode(model.encode(test.images)).clamp(-1, 1)
+        reconstructions = torch.cat([model.decode(model.encode(test.images[i:i + 256]))
+                                     for i in range(0, len(test), 256)]).clamp(-1, 1)
     classifier = load("emoji_classifier").model
     kept = classifier.predict(reconstructions)["category"] == classifier.predict(test.images)["category"]
+    settings = {} if tuple(styles) == PNG_STYLES else {"styles": list(styles)}
+    by_style = {name: round(psnr(reconstructions[test.style == s], test.images[test.style == s]), 2)
+                for s, name in enumerate(test.style_names) if (test.style == s).any()}
+    extra = {} if tuple(styles) == PNG_STYLES else {"test_psnr_db_by_style": by_style}
     return model, record_of(model, seconds, steps=steps, seed=seed, kl_weight=kl_weight, batch_size=batch_size,
-                            lr=lr, mirror=True, test="load_emoji('test'), emoji never seen in training",
-                            test_psnr_db=round(psnr(reconstructions, test.images), 2),
+                            lr=lr, mirror=True, **settings, test="load_emoji('test'), emoji never seen in training",
+                            test_psnr_db=round(psnr(reconstructions, test.images), 2), **extra,
                             test_category_kept=round(float(kept.float().mean()), 4))
 
 

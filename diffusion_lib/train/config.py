@@ -8,11 +8,12 @@ missing file is a one-line error that names the key and the file::
     [data]      dataset = "digits" | "mnist" | "fashion_mnist" | "cifar10" | "shapes" | "emoji", root (download cache),
                 class_conditional (for emoji: the category); mirror = true (also train on every image mirrored left to
                 right); for emoji: size = 32 (shipped) | 64 | 16 (made on first use from the npm packages, downloaded
-                into root), hold_out = a list of emoji names (as prompts) kept out of training, to test composition,
-                repeat_names = a list of emoji names whose images appear repeat (an int > 1) times in training; for
-                shapes: n_train (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1),
-                two_object_fraction; low_resolution = side (> 0: a super-resolution model, conditioned on each image
-                downsampled to that side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
+                into root), styles = the emoji styles to train on (default all five of diffusion_lib.data.emoji.STYLES),
+                hold_out = a list of emoji names (as prompts) kept out of training, to test composition, repeat_names =
+                a list of emoji names whose images appear repeat (an int > 1) times in training; for shapes: n_train
+                (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1), two_object_fraction;
+                low_resolution = side (> 0: a super-resolution model, conditioned on each image downsampled to that
+                side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
                 (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
                 diffusion; "" = the pixels); reflow = a flow-matching model (shipped name or path): train on
                 reflow_pairs pairs (x_0, x_1) it joins with reflow_steps steps of DPM-Solver++, starting from its
@@ -68,7 +69,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from diffusion_lib.data.emoji import SIZES
+from diffusion_lib.data.emoji import SIZES, STYLES
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
 from diffusion_lib.models.dit import DiTConfig
@@ -97,6 +98,7 @@ SCHEMA: dict[str, Schema] = {
         "two_object_fraction": ((float, int), 0.5),
         "low_resolution": ((int,), 0),
         "latent": ((str,), ""),
+        "styles": ((list,), list(STYLES)),
         "hold_out": ((list,), []),
         "repeat": ((int,), 1),
         "repeat_names": ((list,), []),
@@ -128,6 +130,8 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_train": (lambda v: v >= 1, "an int >= 1"),
     "data.two_object_fraction": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "data.size": (lambda v: v in SIZES, f"one of {SIZES}"),
+    "data.styles": (lambda v: bool(v) and len(set(v)) == len(v) and all(isinstance(s, str) and s in STYLES for s in v),
+                    f"a non-empty list of distinct styles from {list(STYLES)}"),
     "data.hold_out": (lambda v: all(isinstance(p, str) and p for p in v), "a list of emoji names (non-empty strings)"),
     "data.repeat": (lambda v: v >= 1, "an int >= 1 (1: every image once)"),
     "data.repeat_names": (lambda v: all(isinstance(p, str) and p for p in v),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -21,25 +22,48 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from diffusion_lib import checkpoints
 from diffusion_lib.checks import check_int, check_real
+from diffusion_lib.train.runs import StopRequest
+from diffusion_lib.train.state import load_module, load_optimizer, optimizer_groups, optimizer_tensors
 
 
 def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps: int,
                       batch_loss: Callable[[], torch.Tensor], *,
-                      scheduler=None, progress: bool = False) -> float:
+                      scheduler=None, progress: bool = False, state_path: str | os.PathLike | None = None,
+                      checkpoint_every: int = 500, generator: torch.Generator | None = None,
+                      resume: bool = False) -> float:
     """The plain loop of the library's auxiliary models (the reference classifiers, the text encoder, the
     autoencoder): ``steps`` times ``batch_loss()`` (draw a batch, return its scalar loss), backward, optimizer and
     scheduler step.
 
     Runs on one CPU thread, restored afterwards, so the weights do not depend on the core count; with ``progress``,
-    a ``tqdm.auto`` progress bar shows the loss every 500 steps. Returns the wall time in seconds.
+    a ``tqdm.auto`` progress bar shows the loss every 500 steps. Returns the wall time in seconds (over every run of
+    a resumed training).
+
+    With ``state_path``, a long run cannot lose its work: the whole state (weights, optimiser, the scheduler's step,
+    ``generator``, the one that draws the batches, torch's global generator, the step and the seconds so far) is
+    saved there (safetensors + JSON, written atomically) every ``checkpoint_every`` steps, at the end, and when
+    Ctrl-C or SIGTERM stops the run, which then raises KeyboardInterrupt; ``resume`` continues from that state
+    exactly as if the run had not stopped.
     """
+    check_int("steps", steps, low=0)
+    check_int("checkpoint_every", checkpoint_every, low=1)
+    if resume and state_path is None:
+        raise ValueError("resume needs a state_path to resume from")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    first, seconds = 0, 0.0
+    if resume:
+        first, seconds = load_plain_state(state_path, model, optimizer, scheduler, generator, steps)
+    start = time.perf_counter() - seconds
+
+    def save(step: int) -> None:
+        save_plain_state(state_path, model, optimizer, generator, step, steps, time.perf_counter() - start)
+
     try:
         model.train()
-        with tqdm(range(steps), disable=not progress, desc="training") as bar:
+        with StopRequest() as stop, tqdm(range(first, steps), disable=not progress, desc="training") as bar:
             for step in bar:
                 loss = batch_loss()
                 optimizer.zero_grad(set_to_none=True)
@@ -49,9 +73,53 @@ def fit_on_one_thread(model: nn.Module, optimizer: torch.optim.Optimizer, steps:
                     scheduler.step()
                 if progress and (step + 1) % 500 == 0:
                     bar.set_postfix(loss=f"{loss.item():.5f}")
+                if state_path is not None and (stop() or (step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                    save(step + 1)
+                if stop():
+                    raise KeyboardInterrupt(f"stopped at step {step + 1} of {steps}; the state is saved in "
+                                            f"{state_path}: continue with resume" if state_path else
+                                            f"stopped at step {step + 1} of {steps}")
     finally:
         torch.set_num_threads(threads)
     return time.perf_counter() - start
+
+
+def save_plain_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator | None, step: int, steps: int, seconds: float) -> None:
+    """Write the state of :func:`fit_on_one_thread` after ``step`` of ``steps`` steps (see there)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | optimizer_tensors(optimizer) | {
+        "rng.torch": torch.get_rng_state()}
+    if generator is not None:
+        tensors["rng.data"] = generator.get_state()
+    checkpoints.save(path, tensors, {"step": step, "steps": steps, "train_seconds": round(seconds, 3),
+                                     "optimizer_param_groups": optimizer_groups(optimizer)})
+
+
+def load_plain_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                     generator: torch.Generator | None, steps: int) -> tuple[int, float]:
+    """Restore what :func:`save_plain_state` wrote, for a run of ``steps`` steps; returns (step, seconds so far).
+
+    Raises:
+        ValueError: the state does not fit the model, was saved by a run of another number of steps (whose learning
+            rate schedule would differ), or was saved with a batch generator and none is given (or the other way
+            round).
+    """
+    tensors, meta = checkpoints.load(path)
+    if meta["steps"] != steps:
+        raise ValueError(f"{path}: the state was saved by a run of {meta['steps']} steps; resume it with the same "
+                         f"number of steps, not {steps}")
+    load_module(model, tensors, "model.", path)
+    load_optimizer(optimizer, tensors, meta["optimizer_param_groups"])
+    if ("rng.data" in tensors) != (generator is not None):
+        raise ValueError(f"{path}: generator must be given exactly when the state holds one (it "
+                         f"{'does' if 'rng.data' in tensors else 'does not'})")
+    if generator is not None:
+        generator.set_state(tensors["rng.data"])
+    torch.set_rng_state(tensors["rng.torch"])
+    step = int(meta["step"])
+    if scheduler is not None:  # its learning rates are in the optimiser's groups; it needs its step
+        scheduler.last_epoch = step
+    return step, float(meta["train_seconds"])
 
 
 @dataclasses.dataclass

@@ -1,0 +1,205 @@
+"""The text-to-emoji model's recipe against the clock: name retrieval, FD, precision and recall after 7.5, 15 and
+30 minutes of one CPU thread, for each change the fast-training literature credits.
+
+    python benchmarks/recipe_diffusion.py run VARIANT [--minutes 7.5 15 30] [--runs runs/recipe_diffusion]
+    python benchmarks/recipe_diffusion.py measure [VARIANT ...] [--runs runs/recipe_diffusion]
+    python benchmarks/recipe_diffusion.py speed
+    python benchmarks/recipe_diffusion.py table
+
+``run`` writes the variant's config (:data:`BASE` with the variant's changes) as ``RUNS/VARIANT.toml``, checks it
+like any training config, trains with the library's ``Trainer`` and, at each mark, saves the resumable state
+(``RUNS/VARIANT``; ``run`` again continues it) and exports the EMA denoiser as ``RUNS/VARIANT-MARKmin``.
+``measure`` samples each export for :data:`NAME_COUNT` training names drawn at random (seed 0) and every held-out
+name, DPM-Solver++(2M) 20 steps at guidance :data:`GUIDANCE`, and scores them in the five-style reference
+(``emoji_reference``): name retrieval (top-1 and top-5, :mod:`diffusion_lib.evaluation.emoji_names`), and FD,
+precision and recall of the training names' samples against the training images
+(:func:`diffusion_lib.evaluation.emoji.sample_quality`). Results go to ``benchmarks/results/recipe_diffusion/``.
+
+Other work shares the machine while a sweep runs, so the minutes of a mark are not comparable between variants;
+their steps are. ``speed`` times each variant's step alone on one thread, and the table puts each mark at steps x
+that time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from record import machine, write_json
+
+from diffusion_lib.data.emoji import STYLES, load_emoji
+from diffusion_lib.evaluation.emoji import emoji_reference, sample_quality
+from diffusion_lib.evaluation.emoji_names import name_reference, name_retrieval
+from diffusion_lib.pipelines import generate
+from diffusion_lib.pretrained import load
+from diffusion_lib.recipes.diffusion import build, export_denoiser, make_trainer
+from diffusion_lib.train.config import read_config
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recipe_diffusion"
+AUTOENCODER = "emoji_autoencoder"  # the latents every variant learns; replaced by the five-style one when shipped
+BASE = {
+    "data": {"dataset": "emoji", "styles": list(STYLES), "latent": AUTOENCODER},
+    "model": {"preset": "emoji_latent"},
+    "text": {"dim": 64, "depth": 2, "heads": 4, "max_len": 16, "mode": "cross"},
+    "schedule": {"name": "cosine", "T": 1000},
+    "train": {"steps": 1_000_000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999,
+              "grad_clip": 1.0, "cond_dropout": 0.1, "parameterization": "v", "amp": "auto", "seed": 0,
+              "log_every": 100, "checkpoint_every": 1_000_000},
+}
+VARIANTS = {  # name → changes to BASE, table by table
+    "v": {},
+    "flow": {"schedule": {"name": "rectified_flow"}, "train": {"parameterization": "flow"}},
+    "v_wide": {"model": {"ch": 96}},
+    "v_batch128": {"train": {"batch_size": 128}},
+    "v_ema9995": {"train": {"ema_decay": 0.9995}},
+    "v_lr2e-3": {"train": {"lr": 2e-3}},
+}
+NAME_COUNT, GUIDANCE, STEPS = 256, 4.0, 20
+
+
+def config_of(variant: str) -> dict:
+    """BASE with the variant's changes."""
+    config = copy.deepcopy(BASE)
+    for table, changes in VARIANTS[variant].items():
+        config.setdefault(table, {}).update(changes)
+    return config
+
+
+def toml_text(config: dict) -> str:
+    """A config of tables of strings, numbers, booleans and lists of them as TOML."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    return "\n".join(f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in values.items())
+                     for table, values in config.items())
+
+
+def run(variant: str, minutes: list[float], runs: Path) -> None:
+    torch.set_num_threads(1)
+    runs.mkdir(parents=True, exist_ok=True)
+    config_file = runs / f"{variant}.toml"
+    config_file.write_text(toml_text(config_of(variant)))
+    config = read_config(config_file)
+    device = torch.device("cpu")
+    built = build(config, device)
+    trainer = make_trainer(config, built, device)
+    state = runs / variant
+    if (runs / f"{variant}.json").is_file():
+        trainer.load_state(state)
+    meta = {"config": config, "command": f"python benchmarks/recipe_diffusion.py run {variant}",
+            "torch_version": torch.__version__}
+    for mark in sorted(minutes):
+        export = runs / f"{variant}-{mark:g}min"
+        if (export.parent / f"{export.name}.json").is_file():
+            continue
+        start = time.perf_counter() - trainer.train_seconds
+        trainer.fit(10**9, checkpoint_path=state, meta=meta,
+                    should_stop=lambda mark=mark, start=start: time.perf_counter() - start >= 60 * mark)
+        export_denoiser(trainer, export, {**meta, "train_seconds": round(trainer.train_seconds, 1),
+                                          "minutes": mark})
+        print(json.dumps({"variant": variant, "minutes": mark, "steps": trainer.step,
+                          "loss": trainer.history[-1] if trainer.history else None}), flush=True)
+
+
+def measure(variants: list[str], runs: Path) -> None:
+    train_names = sorted(set(load_emoji("train").prompts))
+    chosen = torch.randperm(len(train_names), generator=torch.Generator().manual_seed(0))[:NAME_COUNT]
+    names = [train_names[i] for i in chosen]
+    held = sorted(set(load_emoji("test").prompts))
+    reference = emoji_reference(load("emoji_reference").model, styles=STYLES)
+    names_reference = name_reference()
+    for variant in variants:
+        entry_path = RESULTS / f"{variant}.json"
+        entry = json.loads(entry_path.read_text()) if entry_path.is_file() else {"variant": variant, "marks": []}
+        for export in sorted(runs.glob(f"{variant}-*min.json")):
+            model, schedule, record = load(export.with_suffix(""))
+            autoencoder = load(record["config"]["data"]["latent"]).model
+            shape = (model.config.unet.in_channels, model.config.unet.image_size, model.config.unet.image_size)
+            prompts = names + held
+            x_T = torch.randn(len(prompts), *shape, generator=torch.Generator().manual_seed(1))
+            images = torch.cat([generate(model, schedule, prompts[i:i + 64], x_T[i:i + 64], guidance=GUIDANCE,
+                                         steps=STEPS, autoencoder=autoencoder) for i in range(0, len(prompts), 64)])
+            named = name_retrieval(images, prompts, names_reference)
+            quality = sample_quality(images[:NAME_COUNT], reference=reference, resamples=200)
+            measured = {"minutes": record["minutes"], "steps": record["steps"],
+                        **{k: [v.value, v.low, v.high] for k, v in named.items() if "top" in k},
+                        **{k: [quality[k].value, quality[k].low, quality[k].high]
+                           for k in ("fd", "precision", "recall")}}
+            entry["marks"] = [m for m in entry["marks"] if m["minutes"] != measured["minutes"]] + [measured]
+            print(json.dumps({"variant": variant, **measured}), flush=True)
+        entry["machine"] = machine(description="measured on the threads the machine gives")
+        write_json(entry_path, entry)
+
+
+def speed() -> None:
+    torch.set_num_threads(1)
+    timings = {}
+    for variant in VARIANTS:
+        config_file = RESULTS / f"{variant}.toml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(toml_text(config_of(variant)))
+        config = read_config(config_file)
+        config_file.unlink()
+        trainer = make_trainer(config, build(config, torch.device("cpu")), torch.device("cpu"))
+        times = []
+        for _ in range(13):
+            start = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - start)
+        timings[variant] = round(sorted(times[3:])[5], 4)
+        print(variant, timings[variant], flush=True)
+    write_json(RESULTS / "speed.json", {"seconds_per_step": timings,
+                                        "machine": machine(description="one thread, nothing else running")})
+
+
+def table() -> None:
+    per_step = json.loads((RESULTS / "speed.json").read_text())["seconds_per_step"]
+    print("| variant | s a step | mark: steps, idle CPU minutes | top-5, training names | top-5, held-out names | "
+          "FD | precision | recall |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.stem == "speed":
+            continue
+        entry = json.loads(path.read_text())
+        for m in sorted(entry["marks"], key=lambda m: m["steps"]):
+            cells = [f"{m[k][0]:.3f} [{m[k][1]:.3f}, {m[k][2]:.3f}]" for k in ("train_top5", "test_top5")]
+            cells += [f"{m[k][0]:.3g} [{m[k][1]:.3g}, {m[k][2]:.3g}]" for k in ("fd", "precision", "recall")]
+            print(f"| {entry['variant']} | {per_step[entry['variant']]:.3f} | {m['minutes']:g} min: {m['steps']:,}, "
+                  f"{m['steps'] * per_step[entry['variant']] / 60:.0f} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("run")
+    one.add_argument("variant", choices=sorted(VARIANTS))
+    one.add_argument("--minutes", type=float, nargs="+", default=[7.5, 15, 30])
+    one.add_argument("--runs", type=Path, default=Path("runs/recipe_diffusion"))
+    scored = commands.add_parser("measure")
+    scored.add_argument("variants", nargs="*", default=sorted(VARIANTS))
+    scored.add_argument("--runs", type=Path, default=Path("runs/recipe_diffusion"))
+    commands.add_parser("speed")
+    commands.add_parser("table")
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.variant, args.minutes, args.runs)
+    elif args.command == "measure":
+        measure(args.variants, args.runs)
+    elif args.command == "speed":
+        speed()
+    else:
+        table()
+
+
+if __name__ == "__main__":
+    main()
