@@ -131,14 +131,17 @@ def speed() -> None:
 def table() -> None:
     results = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))
                if path.stem != "speed"}
-    per_step = json.loads((RESULTS / "speed.json").read_text())["seconds_per_step"]
-    print("| variant | parameters | s a step | test PSNR at each mark: dB (steps, idle CPU minutes) |")
+    speed_file = RESULTS / "speed.json"
+    per_step = json.loads(speed_file.read_text())["seconds_per_step"] if speed_file.is_file() else {}
+    print("| variant | parameters | s a step alone | test PSNR at each mark: dB (steps; idle CPU minutes) |")
     print("| --- | --- | --- | --- |")
     for name, entry in results.items():
         count = sum(p.numel() for p in Autoencoder(AutoencoderConfig(**entry["config"])).parameters())
-        marks = "; ".join(f"{m['psnr_db']:.2f} ({m['steps']:,}, {m['steps'] * per_step[name] / 60:.0f})"
+        alone = per_step.get(name)
+        marks = "; ".join(f"{m['minutes']:g} min: {m['psnr_db']:.2f} ({m['steps']:,}"
+                          + (f"; {m['steps'] * alone / 60:.0f})" if alone else ")")
                           for m in sorted(entry["marks"], key=lambda m: m["steps"]))
-        print(f"| {name} | {count:,} | {per_step[name]:.3f} | {marks} |")
+        print(f"| {name} | {count:,} | {alone or '–'} | {marks} |")
 
 
 def main() -> None:

@@ -81,3 +81,25 @@ def test_fit_classifier_names_the_training_emoji_and_checks_the_head():
     assert model.name.out_features == count and seconds > 0 and not model.training
     with pytest.raises(ValueError, match=rf"config.num_names must be 0 or the {count} emoji of train, got 7"):
         fit_classifier(train, EmojiClassifierConfig(8, 95, num_names=7, width=8), 3)
+
+
+def test_a_cosine_name_head_gives_scaled_cosines():
+    model = EmojiClassifier(EmojiClassifierConfig(8, 95, num_names=12, name_scale=16.0, width=8)).eval()
+    x = torch.rand(5, 3, 32, 32) * 2 - 1
+    logits = model(x)["name"]
+    h = torch.nn.functional.normalize(model.features(x), dim=1)
+    w = torch.nn.functional.normalize(model.name.weight, dim=1)
+    assert torch.allclose(logits, 16 * h @ w.T, atol=1e-5) and logits.abs().max() <= 16 + 1e-5
+    with pytest.raises(ValueError, match="name_scale must be"):
+        EmojiClassifierConfig(8, 95, name_scale=-1.0)
+
+
+def test_restyling_outlines_blurs_and_changes_saturation_and_keeps_the_range():
+    from diffusion_lib.recipes.emoji_classifier import restyled
+
+    x = load_emoji("train", styles=["noto"]).images[:32]
+    same = restyled(x, torch.Generator().manual_seed(0), 0.0)
+    assert torch.equal(same, x)                                       # probability 0: unchanged
+    changed = restyled(x, torch.Generator().manual_seed(0), 1.0)
+    assert changed.shape == x.shape and changed.min() >= -1 and changed.max() <= 1
+    assert (changed != x).flatten(1).any(1).all()                    # probability 1: every image changed

@@ -70,3 +70,34 @@ def test_a_stop_request_saves_the_state_and_says_how_to_continue(tmp_path):
         fit_on_one_thread(model, optimizer, 12, loss, resume=True)
     with pytest.raises(ValueError, match="generator must be given exactly when the state holds one"):
         fit_on_one_thread(model, optimizer, 12, loss, state_path=tmp_path / "state", resume=True)
+
+
+def _recipe(out, *args, stop_at: int | None = None) -> int:
+    """A recipe command of the tiny model of these tests, through the shared command line."""
+    from diffusion_lib.recipes.command import train_and_save_main
+
+    def train(steps, seed, state, resume):
+        model, optimizer, scheduler, generator, loss = _setup(seed)
+        loss = loss if stop_at is None else _stopping(loss, stop_at)
+        seconds = fit_on_one_thread(model, optimizer, steps, loss, scheduler=scheduler, state_path=state,
+                                    generator=generator, resume=resume)
+        return model, {"model_class": "tiny", "train_seconds": seconds}
+
+    return train_and_save_main(["--out", str(out), "--steps", "12", *args], module="tests.tiny", name="tiny",
+                               description="tiny", train=train, summary=lambda r: "trained", default_steps=12,
+                               resumable=True)
+
+
+def test_a_recipe_stopped_by_sigterm_resumes_with_resume_and_refuses_to_start_over_without_a_flag(tmp_path, capsys):
+    from diffusion_lib import checkpoints
+
+    assert _recipe(tmp_path / "straight") == 0
+    assert _recipe(tmp_path / "stopped", stop_at=4) == 130
+    assert "stopped at step 4 of 12; the state is saved in" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        _recipe(tmp_path / "stopped")
+    assert refused.value.code == 2 and "tiny-state.json exists: pass --resume" in capsys.readouterr().err
+    assert _recipe(tmp_path / "stopped", "--resume") == 0
+    straight, _ = checkpoints.load(tmp_path / "straight" / "tiny")
+    resumed, _ = checkpoints.load(tmp_path / "stopped" / "tiny")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

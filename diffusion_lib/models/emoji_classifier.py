@@ -29,6 +29,8 @@ class EmojiClassifierConfig:
     Attributes:
         num_categories, num_subcategories: the classes of the two heads (the data set's name tables).
         num_names: the classes of the name head, one per training emoji (0: no name head).
+        name_scale: > 0: the name head is a cosine classifier, ``name_scale`` · cos(features, each class's weight)
+            (NormFace; the features then cluster by angle, which is how name retrieval compares them); 0: linear.
         width: channels of the first conv, a multiple of 8 (the GroupNorm groups); then 2·width and 4·width.
         depth: convolutions at each of the three resolutions.
         feature_dim: size of the penultimate layer, the metrics' feature space.
@@ -38,6 +40,7 @@ class EmojiClassifierConfig:
     num_categories: int
     num_subcategories: int
     num_names: int = 0
+    name_scale: float = 0.0
     width: int = 16
     depth: int = 1
     feature_dim: int = 256
@@ -47,6 +50,7 @@ class EmojiClassifierConfig:
         for name in ("num_categories", "num_subcategories", "feature_dim", "depth"):
             check_int(name, getattr(self, name), low=1)
         check_int("num_names", self.num_names, low=0)
+        check_real("name_scale", self.name_scale, low=0)
         check_int("width", self.width, low=8)
         if self.width % 8:
             raise ValueError(f"width must be a multiple of 8 (the GroupNorm groups), got {self.width}")
@@ -86,7 +90,9 @@ class EmojiClassifier(nn.Module):
         ``name`` (B, num_names)."""
         h = self.dropout(self.features(x))
         logits = {"category": self.category(h), "subcategory": self.subcategory(h)}
-        if self.name is not None:
+        if self.name is not None and self.config.name_scale > 0:
+            logits["name"] = self.config.name_scale * F.normalize(h, dim=1) @ F.normalize(self.name.weight, dim=1).T
+        elif self.name is not None:
             logits["name"] = self.name(h)
         return logits
 
