@@ -40,10 +40,10 @@ from diffusion_lib.recipes.diffusion import build, export_denoiser, make_trainer
 from diffusion_lib.train.config import read_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_diffusion"
-AUTOENCODER = "emoji_autoencoder"  # the latents every variant learns; replaced by the five-style one when shipped
+AUTOENCODER = "emoji_autoencoder16"  # the five-style latents, 16x16x4, that every variant learns
 BASE = {
     "data": {"dataset": "emoji", "styles": list(STYLES), "latent": AUTOENCODER},
-    "model": {"preset": "emoji_latent"},
+    "model": {"preset": "emoji_latent", "image_size": 16, "ch_mult": [1, 2, 2], "attn_resolutions": [8]},
     "text": {"dim": 64, "depth": 2, "heads": 4, "max_len": 16, "mode": "cross"},
     "schedule": {"name": "cosine", "T": 1000},
     "train": {"steps": 1_000_000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.999,
@@ -53,6 +53,8 @@ BASE = {
 VARIANTS = {  # name → changes to BASE, table by table
     "v": {},
     "flow": {"schedule": {"name": "rectified_flow"}, "train": {"parameterization": "flow"}},
+    "v_lognormal": {"train": {"timesteps": "lognormal"}},  # EDM's noise levels (v is EDM's preconditioning at σ_data 1)
+    "v_minsnr": {"train": {"weighting": "min_snr"}},
     "v_wide": {"model": {"ch": 96}},
     "v_batch128": {"train": {"batch_size": 128}},
     "v_ema9995": {"train": {"ema_decay": 0.9995}},

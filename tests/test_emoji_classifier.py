@@ -103,3 +103,16 @@ def test_restyling_outlines_blurs_and_changes_saturation_and_keeps_the_range():
     changed = restyled(x, torch.Generator().manual_seed(0), 1.0)
     assert changed.shape == x.shape and changed.min() >= -1 and changed.max() <= 1
     assert (changed != x).flatten(1).any(1).all()                    # probability 1: every image changed
+
+
+def test_the_shipped_five_style_reference_still_scores_its_recorded_accuracy_and_names_training_emoji():
+    model, schedule, record = load("emoji_reference")
+    test = load_emoji("test")
+    assert schedule is None and record["styles"] == list(test.style_names)
+    assert accuracy(model, test) == pytest.approx(record["test_accuracy"], abs=1e-6)
+    assert record["command"] == "python -m diffusion_lib.recipes.emoji_reference --out diffusion_lib/pretrained"
+    assert record["test_accuracy"]["category"] > 0.671  # the first reference's, on the two PNG styles
+    train = load_emoji("train", styles=["noto"])
+    names = torch.unique(load_emoji("train").emoji, return_inverse=True)[1]
+    named = model.predict(train.images)["name"] == names[load_emoji("train").style == 0]
+    assert float(named.float().mean()) > 0.9  # it knows the training emoji by name

@@ -35,6 +35,7 @@ from diffusion_lib.pretrained import load, process
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.config import SHAPES_TEST
+from diffusion_lib.train.objectives import NoiseWeighting
 from diffusion_lib.train.runs import StopRequest
 from diffusion_lib.train.students import ConsistencyDistillation, ProgressiveDistillation
 
@@ -292,8 +293,13 @@ def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path
 
 def make_trainer(config: dict[str, dict[str, Any]], built: Built, device: torch.device, objective=None) -> Trainer:
     """The :class:`~diffusion_lib.train.Trainer` of a checked config's ``[train]`` table, for what :func:`build` made
-    of it (and a distillation ``objective``, else None)."""
+    of it (and a distillation ``objective``, else None; ``train.timesteps`` or ``train.weighting`` other than the
+    defaults make a :class:`~diffusion_lib.train.objectives.NoiseWeighting`)."""
     t = config["train"]
+    if objective is None and (t["timesteps"] != "uniform" or t["weighting"] != "none"):
+        objective = NoiseWeighting(built.schedule, timesteps=t["timesteps"], weighting=t["weighting"],
+                                   snr_gamma=float(t["snr_gamma"]), lognormal_mean=float(t["lognormal_mean"]),
+                                   lognormal_std=float(t["lognormal_std"]))
     return Trainer(built.model, built.schedule, built.images, cond=built.cond, coupling=built.coupling,
                    objective=objective, cond_dropout=float(t["cond_dropout"]), batch_size=t["batch_size"],
                    lr=float(t["lr"]), weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],

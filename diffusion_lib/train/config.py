@@ -42,7 +42,9 @@ missing file is a one-line error that names the key and the file::
                 amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
                 log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance), parameterization
                 (the model's target: "eps", the default, "x0" or "v"; see diffusion_lib.forward; with
-                rectified_flow also "flow", the velocity ε - x_0)
+                rectified_flow also "flow", the velocity ε - x_0); timesteps ("uniform" or EDM's "lognormal", with
+                lognormal_mean and lognormal_std of ln σ) and weighting ("none" or "min_snr", with snr_gamma), on a
+                DDPM schedule (diffusion_lib.train.objectives)
 
 A config with a ``[family]`` table instead trains one of the other families of generators (a VAE, a GAN or an
 autoregressive model on the digits), with the same command; :func:`read_family_config` checks it::
@@ -75,6 +77,7 @@ from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
 from diffusion_lib.models.dit import DiTConfig
 from diffusion_lib.models.unet import UNetConfig
 from diffusion_lib.schedules import SCHEDULE_NAMES
+from diffusion_lib.train.objectives import TIMESTEPS, WEIGHTINGS
 from diffusion_lib.train.trainer import COMPILE_MODES
 
 Schema = dict[str, tuple[tuple[type, ...], Any]]
@@ -122,6 +125,11 @@ SCHEMA: dict[str, Schema] = {
         "checkpoint_every": ((int,), 1000),
         "cond_dropout": ((float, int), 0.0),
         "parameterization": ((str,), "eps"),
+        "timesteps": ((str,), "uniform"),
+        "weighting": ((str,), "none"),
+        "snr_gamma": ((float, int), 5.0),
+        "lognormal_mean": ((float, int), -0.5),
+        "lognormal_std": ((float, int), 1.2),
     },
 }
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # "none": full precision
@@ -156,6 +164,10 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.log_every": (lambda v: v >= 1, "an int >= 1"),
     "train.checkpoint_every": (lambda v: v >= 1, "an int >= 1 (steps between checkpoints)"),
     "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.timesteps": (lambda v: v in TIMESTEPS, f"one of {TIMESTEPS}"),
+    "train.weighting": (lambda v: v in WEIGHTINGS, f"one of {WEIGHTINGS}"),
+    "train.snr_gamma": (lambda v: v > 0, "a number > 0"),
+    "train.lognormal_std": (lambda v: v > 0, "a number > 0"),
     "train.parameterization": (lambda v: v in PATH_PARAMETERIZATIONS,
                                f"one of {PATH_PARAMETERIZATIONS} (the model's target)"),
     "distill.method": (lambda v: v in DISTILL_METHODS, f"one of {DISTILL_METHODS}"),
@@ -270,6 +282,10 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     if config["train"]["parameterization"] == "flow" and config["schedule"]["name"] != "rectified_flow":
         raise ValueError(f"{path}: train.parameterization = 'flow' (a velocity) needs schedule.name = "
                          f"'rectified_flow'; a DDPM schedule's model predicts one of {PARAMETERIZATIONS}")
+    weighted = config["train"]["timesteps"] != "uniform" or config["train"]["weighting"] != "none"
+    if weighted and (config["schedule"]["name"] == "rectified_flow" or "distill" in config):
+        raise ValueError(f"{path}: train.timesteps and train.weighting change the denoising loss on a DDPM schedule; "
+                         "they cannot be combined with schedule.name = 'rectified_flow' or a [distill] table")
     if config["data"]["dataset"] not in DATASETS:
         raise ValueError(f"{path}: data.dataset must be one of {DATASETS}, got {config['data']['dataset']!r}")
     if "text" in config and config["data"]["dataset"] not in CAPTIONED:
