@@ -1,6 +1,7 @@
 """The five-style emoji reference: how well can a real image of a style it never saw be named?
 
     python benchmarks/reference.py ceiling [STYLE ...] [--runs runs/reference]   # one model without each style
+    python benchmarks/reference.py floor          # the shipped reference's floor: held-out real emoji, and copies
     python benchmarks/reference.py table
 
 ``ceiling`` trains the reference's recipe (:func:`diffusion_lib.recipes.emoji_reference.train_reference`) once
@@ -8,7 +9,13 @@ without each style (default all five; one CPU thread each, ``RUNS/without_STYLE`
 what it has), and lets every image of the left-out style retrieve among the other four styles' real images
 (:func:`diffusion_lib.evaluation.emoji_names.style_ceiling`): top-1 and top-5, for training names and held-out
 names, with exact binomial intervals. Beside it, the same retrieval in pixels (each image averaged to 8x8,
-centred, cosine): what the features add. Results: ``diffusion_lib/pretrained/results/emoji_reference_ceiling.json``.
+centred, cosine): what the features add.
+
+``floor`` measures, in the shipped ``emoji_reference``'s features, the 769 held-out real images of all five styles
+against the 6,821 training images (:func:`diffusion_lib.evaluation.emoji.real_floor`: FD, KID, precision, recall,
+category accuracy, memorisation) and, for calibration, 769 exact copies of training images (seed 0).
+
+Results: ``diffusion_lib/pretrained/results/emoji_reference_ceiling.json``.
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from torch.nn import functional as F
 
 from diffusion_lib import checkpoints
 from diffusion_lib.data.emoji import STYLES, load_emoji
+from diffusion_lib.evaluation.emoji import emoji_reference, real_floor, sample_quality
 from diffusion_lib.evaluation.emoji_names import rates, style_ceiling
-from diffusion_lib.metrics import retrieval_hits
+from diffusion_lib.metrics import Interval, retrieval_hits
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.emoji_reference import DEFAULT_STEPS, train_reference
 
@@ -52,7 +60,6 @@ def stored(result: dict) -> dict:
 
 
 def ceiling(styles: list[str], runs: Path) -> None:
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for style in styles:
         path = runs / f"without_{style}"
         if checkpoints.files(path)[0].is_file():
@@ -60,11 +67,28 @@ def ceiling(styles: list[str], runs: Path) -> None:
         else:
             model, record = train_reference(DEFAULT_STEPS, 0, without=style, progress=True)
             checkpoints.save(path, dict(model.state_dict()), record)
-        results[style] = {"features": stored(style_ceiling(model, style)), "pixels": stored(pixel_ceiling(style)),
-                          "steps": record["steps"], "train_seconds": record["train_seconds"],
-                          "test_accuracy": record["test_accuracy"]}
-        print(style, json.dumps(results[style]), flush=True)
-    results["machine"] = machine(description="one CPU thread per model")
+        measured = {"features": stored(style_ceiling(model, style)), "pixels": stored(pixel_ceiling(style)),
+                    "steps": record["steps"], "train_seconds": record["train_seconds"],
+                    "test_accuracy": record["test_accuracy"]}
+        print(style, json.dumps(measured), flush=True)
+        results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}  # read again: runs may share it
+        results[style] = measured
+        results["machine"] = machine(description="one CPU thread per model, beside other runs")
+        write_json(RESULTS, results)
+
+
+def floor() -> None:
+    reference = emoji_reference(load("emoji_reference").model, styles=STYLES)
+    count = len(reference.heldout)
+    copies = torch.randperm(len(reference.train), generator=torch.Generator().manual_seed(0))[:count]
+    measured = {}
+    for name, quality in (("held-out real", real_floor(count, reference=reference)),
+                          ("copies of training images", sample_quality(reference.train.images[copies],
+                                                                        reference=reference))):
+        measured[name] = {k: [v.value, v.low, v.high] for k, v in quality.items() if isinstance(v, Interval)}
+        print(name, json.dumps(measured[name]), flush=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    results["floor"] = {"count": count, **measured}
     write_json(RESULTS, results)
 
 
@@ -78,6 +102,14 @@ def table() -> None:
         f, p = results[style]["features"], results[style]["pixels"]
         cells = [f"{f[k][0]:.3f} [{f[k][1]:.3f}, {f[k][2]:.3f}]" for k in ("top1", "top5", "train_top5", "test_top5")]
         print(f"| {style} | " + " | ".join(cells) + f" | {p['top5'][0]:.3f} |")
+    if "floor" in results:
+        print("\n| images | FD | precision | recall | category accuracy | memorised, features |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name in ("held-out real", "copies of training images"):
+            row = results["floor"][name]
+            keys = ("fd", "precision", "recall", "conditional_accuracy", "memorisation_features")
+            print(f"| {name} | " + " | ".join(f"{row[k][0]:.3g} [{row[k][1]:.3g}, {row[k][2]:.3g}]" if k in row else "–"
+                                             for k in keys) + " |")
 
 
 def main() -> None:
@@ -86,11 +118,14 @@ def main() -> None:
     one = commands.add_parser("ceiling")
     one.add_argument("styles", nargs="*", default=list(STYLES))
     one.add_argument("--runs", type=Path, default=Path("runs/reference"))
+    commands.add_parser("floor")
     commands.add_parser("table")
     args = parser.parse_args()
     if args.command == "ceiling":
         torch.set_num_threads(1)
         ceiling(args.styles, args.runs)
+    elif args.command == "floor":
+        floor()
     else:
         table()
 

@@ -177,4 +177,4 @@ def test_the_shipped_five_style_autoencoder_reconstructs_unseen_emoji_as_its_rec
         chosen = test.style == test.style_names.index(style)
         assert psnr(reconstructions[chosen], test.images[chosen]) == pytest.approx(value, abs=0.01), style
     assert float(model.encode(load_emoji("train").images).std()) == pytest.approx(1.0, abs=1e-3)
-    assert meta["command"] == "python -m diffusion_lib.recipes.emoji_autoencoder16 --out diffusion_lib/pretrained"
+    assert meta["command"].startswith("python -m diffusion_lib.recipes.emoji_autoencoder16 --out ")

@@ -7,9 +7,10 @@ Its leave-one-style-out twins (:func:`train_reference` ``without=STYLE``), which
 retrieval (:func:`diffusion_lib.evaluation.emoji_names.style_ceiling`), are trained by ``benchmarks/reference.py``.
 
 With five styles of every emoji a name can be a class: besides the category and subcategory heads of the first
-reference, this one has a head that names the training emoji (1,472 classes), so its features keep the emoji apart,
-not only their categories. It is wider and deeper (:data:`CONFIG`) and its batches are shifted, zoomed and noised
-(:func:`~diffusion_lib.recipes.emoji_classifier.augment`), since the styles draw one emoji at different sizes.
+reference, this one has a cosine head that names the training emoji (1,472 classes, NormFace), so its features keep
+the emoji apart by angle, not only their categories. It is twice as wide, and its batches are shifted, zoomed,
+restyled (outlined, blurred, resaturated) and noised (:func:`~diffusion_lib.recipes.emoji_classifier.augment`), since
+the styles draw one emoji at different sizes, with and without outlines and shading.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from diffusion_lib.recipes.command import train_and_save_main
 from diffusion_lib.recipes.emoji_classifier import accuracy, fit_classifier
 
 NAME = "emoji_reference"
-WIDTH, DEPTH, ZOOM = 32, 1, 0.15
-DEFAULT_STEPS = 6000
+WIDTH, DEPTH, NAME_SCALE = 32, 1, 16.0
+ZOOM, RESTYLE = 0.25, 0.5
+DEFAULT_STEPS = 5000
 
 
 def train_reference(steps: int = DEFAULT_STEPS, seed: int = 0, *, without: str | None = None,
@@ -42,15 +44,17 @@ def train_reference(steps: int = DEFAULT_STEPS, seed: int = 0, *, without: str |
     styles = [s for s in STYLES if s != without]
     train, test = load_emoji("train", styles=styles), load_emoji("test")
     config = EmojiClassifierConfig(len(train.category_names), len(train.subcategory_names),
-                                   num_names=len(torch.unique(train.emoji)), width=WIDTH, depth=DEPTH)
-    model, seconds = fit_classifier(train, config, steps, seed, zoom=ZOOM, progress=progress)
+                                   num_names=len(torch.unique(train.emoji)), name_scale=NAME_SCALE, width=WIDTH,
+                                   depth=DEPTH)
+    model, seconds = fit_classifier(train, config, steps, seed, zoom=ZOOM, restyle=RESTYLE, progress=progress)
     record = {"steps": steps, "seed": seed, "styles": styles, "model_class": type(model).__name__,
               "model_config": dataclasses.asdict(model.config), "train_seconds": round(seconds, 1),
               "test_accuracy": accuracy(model, test),
               "test_accuracy_by_style": {name: accuracy(model, load_emoji("test", styles=[name]))["category"]
                                          for name in STYLES},
               "train": {"batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4, "optimizer": "AdamW, cosine decay to 0",
-                        "augment": f"shift up to 2 px, zoom up to {ZOOM}, noise up to 0.1"},
+                        "augment": f"shift up to 2 px, zoom up to {ZOOM}, restyled with probability {RESTYLE}, "
+                                   "noise up to 0.1"},
               "data": f"load_emoji('train', styles={styles}); test_accuracy on load_emoji('test'), emoji never "
                       "seen in training", "torch_version": torch.__version__}
     if without is not None:
