@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import machine, write_json
+from record import machine, median_seconds, write_json
 
 from diffusion_lib.data.emoji import load_emoji
 from diffusion_lib.metrics import psnr
@@ -113,16 +113,15 @@ def speed() -> None:
     for variant, (config, lr) in VARIANTS.items():
         model = Autoencoder(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        times = []
-        for _ in range(23):
-            start = time.perf_counter()
+
+        def step(model=model, optimizer=optimizer) -> None:
             batch = images[torch.randint(0, len(images), (BATCH,), generator=generator)]
             loss = model.loss(batch, KL_WEIGHT, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            times.append(time.perf_counter() - start)
-        timings[variant] = round(sorted(times[3:])[10], 4)
+
+        timings[variant] = median_seconds(step, repeats=20)
         print(variant, timings[variant], flush=True)
     write_json(RESULTS / "speed.json", {"seconds_per_step": timings,
                                         "machine": machine(description="one thread, nothing else running")})

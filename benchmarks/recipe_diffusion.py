@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from record import machine, write_json
+from record import machine, median_seconds, write_json
 
 from diffusion_lib.data.emoji import STYLES, load_emoji
 from diffusion_lib.evaluation.emoji import emoji_reference, sample_quality
@@ -153,19 +153,15 @@ def speed() -> None:
         config = read_config(config_file)
         config_file.unlink()
         trainer = make_trainer(config, build(config, torch.device("cpu")), torch.device("cpu"))
-        times = []
-        for _ in range(13):
-            start = time.perf_counter()
-            trainer.train_step()
-            times.append(time.perf_counter() - start)
-        timings[variant] = round(sorted(times[3:])[5], 4)
+        timings[variant] = median_seconds(trainer.train_step)
         print(variant, timings[variant], flush=True)
     write_json(RESULTS / "speed.json", {"seconds_per_step": timings,
                                         "machine": machine(description="one thread, nothing else running")})
 
 
 def table() -> None:
-    per_step = json.loads((RESULTS / "speed.json").read_text())["seconds_per_step"]
+    speed_file = RESULTS / "speed.json"
+    per_step = json.loads(speed_file.read_text())["seconds_per_step"] if speed_file.is_file() else {}
     print("| variant | s a step | mark: steps, idle CPU minutes | top-5, training names | top-5, held-out names | "
           "FD | precision | recall |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -176,8 +172,10 @@ def table() -> None:
         for m in sorted(entry["marks"], key=lambda m: m["steps"]):
             cells = [f"{m[k][0]:.3f} [{m[k][1]:.3f}, {m[k][2]:.3f}]" for k in ("train_top5", "test_top5")]
             cells += [f"{m[k][0]:.3g} [{m[k][1]:.3g}, {m[k][2]:.3g}]" for k in ("fd", "precision", "recall")]
-            print(f"| {entry['variant']} | {per_step[entry['variant']]:.3f} | {m['minutes']:g} min: {m['steps']:,}, "
-                  f"{m['steps'] * per_step[entry['variant']] / 60:.0f} | " + " | ".join(cells) + " |")
+            alone = per_step.get(entry["variant"])
+            idle = f", {m['steps'] * alone / 60:.0f}" if alone else ""
+            print(f"| {entry['variant']} | {alone or '–'} | {m['minutes']:g} min: {m['steps']:,}{idle} | "
+                  + " | ".join(cells) + " |")
 
 
 def main() -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -38,3 +41,15 @@ def write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
+
+
+def median_seconds(step: Callable[[], object], *, warmup: int = 3, repeats: int = 10) -> float:
+    """The median wall time of ``repeats`` calls of ``step`` after ``warmup`` calls, in seconds (4 decimals)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 4)
