@@ -42,7 +42,7 @@ def test_an_unknown_shipped_name_lists_the_available_ones():
 
 def test_every_shipped_checkpoint_loads_through_the_one_loader_as_the_class_its_record_names():
     names = sorted(p.stem for p in checkpoints.PRETRAINED.glob("*.json"))
-    assert len(names) == 33
+    assert len(names) == 35
     for name in names:
         model, schedule, record = load(name)
         assert type(model).__name__ == record["model_class"] and not model.training, name
