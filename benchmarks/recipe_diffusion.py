@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
+import math
 from pathlib import Path
 
 import torch
@@ -38,11 +38,12 @@ from diffusion_lib.pipelines import generate
 from diffusion_lib.pretrained import load
 from diffusion_lib.recipes.diffusion import build, export_denoiser, make_trainer
 from diffusion_lib.train.config import read_config
+from diffusion_lib.train.runs import StopRequest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recipe_diffusion"
 AUTOENCODER = "emoji_autoencoder16"  # the five-style latents, 16x16x4, that every variant learns
 BASE = {
-    "data": {"dataset": "emoji", "styles": list(STYLES), "latent": AUTOENCODER},
+    "data": {"dataset": "emoji", "styles": list(STYLES), "style_prompts": True, "latent": AUTOENCODER},
     "model": {"preset": "emoji_latent", "image_size": 16, "ch_mult": [1, 2, 2], "attn_resolutions": [8]},
     "text": {"dim": 64, "depth": 2, "heads": 4, "max_len": 16, "mode": "cross"},
     "schedule": {"name": "cosine", "T": 1000},
@@ -61,6 +62,7 @@ VARIANTS = {  # name → changes to BASE, table by table
     "v_lr2e-3": {"train": {"lr": 2e-3}},
 }
 NAME_COUNT, GUIDANCE, STEPS = 256, 4.0, 20
+CHECKPOINT_EVERY = 500  # steps between the resumable states of a run
 
 
 def config_of(variant: str) -> dict:
@@ -86,6 +88,18 @@ def toml_text(config: dict) -> str:
                      for table, values in config.items())
 
 
+def steps_at(variant: str, minutes: float) -> int:
+    """The steps that ``minutes`` of one idle CPU thread train of ``variant`` (its step time from ``speed``)."""
+    speed_file = RESULTS / "speed.json"
+    if not speed_file.is_file():
+        raise SystemExit(f"{speed_file} is missing: run `python benchmarks/recipe_diffusion.py speed` first, with "
+                         "nothing else running")
+    per_step = json.loads(speed_file.read_text())["seconds_per_step"]
+    if variant not in per_step:
+        raise SystemExit(f"{speed_file} has no step time of {variant!r}: run the speed command again")
+    return math.ceil(60 * minutes / per_step[variant])
+
+
 def run(variant: str, minutes: list[float], runs: Path) -> None:
     torch.set_num_threads(1)
     runs.mkdir(parents=True, exist_ok=True)
@@ -95,21 +109,30 @@ def run(variant: str, minutes: list[float], runs: Path) -> None:
     device = torch.device("cpu")
     built = build(config, device)
     trainer = make_trainer(config, built, device)
-    state = runs / variant
     if (runs / f"{variant}.json").is_file():
-        trainer.load_state(state)
+        trainer.load_state(runs / variant)
     meta = {"config": config, "command": f"python benchmarks/recipe_diffusion.py run {variant}",
             "torch_version": torch.__version__}
-    for mark in sorted(minutes):
+    with StopRequest() as stop:
+        train_to_marks(variant, sorted(minutes), runs, trainer, meta, stop)
+
+
+def train_to_marks(variant: str, minutes: list[float], runs: Path, trainer, meta: dict, stop: StopRequest) -> None:
+    """Train ``variant`` on to each mark of ``minutes`` (of one idle thread, :func:`steps_at`) and export its EMA
+    denoiser there; a stop request (Ctrl-C, SIGTERM) saves the state and exits with 130."""
+    state = runs / variant
+    for mark in minutes:
         export = runs / f"{variant}-{mark:g}min"
         if (export.parent / f"{export.name}.json").is_file():
             continue
-        start = time.perf_counter() - trainer.train_seconds
-        trainer.fit(10**9, checkpoint_path=state, meta=meta,
-                    should_stop=lambda mark=mark, start=start: time.perf_counter() - start >= 60 * mark)
+        trainer.fit(max(0, steps_at(variant, mark) - trainer.step), checkpoint_every=CHECKPOINT_EVERY,
+                    checkpoint_path=state, meta=meta, should_stop=stop)
+        if stop():
+            raise SystemExit(130)
         export_denoiser(trainer, export, {**meta, "train_seconds": round(trainer.train_seconds, 1),
                                           "minutes": mark})
         print(json.dumps({"variant": variant, "minutes": mark, "steps": trainer.step,
+                          "wall_seconds": round(trainer.train_seconds, 1),
                           "loss": trainer.history[-1] if trainer.history else None}), flush=True)
 
 
@@ -153,7 +176,7 @@ def speed() -> None:
         config = read_config(config_file)
         config_file.unlink()
         trainer = make_trainer(config, build(config, torch.device("cpu")), torch.device("cpu"))
-        timings[variant] = median_seconds(trainer.train_step)
+        timings[variant] = median_seconds(trainer.train_step, repeats=30)
         print(variant, timings[variant], flush=True)
     write_json(RESULTS / "speed.json", {"seconds_per_step": timings,
                                         "machine": machine(description="one thread, nothing else running")})

@@ -441,3 +441,34 @@ def test_repeated_names_appear_repeat_times_in_training_and_the_config_checks_th
         config_file.write_text(header + body + '[model]\npreset = "emoji"\n[train]\nsteps = 1\n')
         with pytest.raises(ValueError, match=message):
             read_config(config_file)
+
+
+def test_style_prompts_caption_every_image_twice_by_name_then_in_its_style(tmp_path):
+    from diffusion_lib.data.emoji import in_style
+    from diffusion_lib.recipes.diffusion import build, load_data
+    from diffusion_lib.train.config import read_config
+
+    assert in_style("cat face", "openmoji") == "cat face in the openmoji style"
+    with pytest.raises(ValueError, match=r"style must be one of .*'noto'.*got 'apple'"):
+        in_style("cat face", "apple")
+    config_file = tmp_path / "emoji.toml"
+    config_file.write_text('[data]\ndataset = "emoji"\nstyle_prompts = true\nhold_out = ["green heart"]\n'
+                           '[model]\npreset = "emoji"\nch = 8\nch_mult = [1]\nattn_resolutions = []\n'
+                           '[text]\ndim = 16\ndepth = 1\nheads = 2\n[train]\nsteps = 1\n')
+    config = read_config(config_file)
+    train = load_emoji("train")
+    images, prompts = load_data(config["data"], captions=True)
+    kept = [i for i, p in enumerate(train.prompts) if p != "green heart"]
+    styled = [in_style(train.prompts[i], train.style_names[int(train.style[i])]) for i in kept]
+    assert prompts == [train.prompts[i] for i in kept] + styled
+    assert torch.equal(images, torch.cat([train.images[kept], train.images[kept]]))
+    assert "green heart in the noto style" not in prompts and "cat face in the fluent style" in prompts
+    test_images, test_prompts = load_data(config["data"], "test", captions=True)
+    assert len(test_prompts) == 2 * len(load_emoji("test"))
+    model = build(config, torch.device("cpu")).model
+    model.encode_prompts(["grinning face in the emojione style"])  # the style words are in the vocabulary
+    for body, message in (('[model]\npreset = "emoji"\n[train]\nsteps = 1\n', "it needs data.dataset = 'emoji' and "
+                                                                            r"a \[text\] table"),):
+        config_file.write_text('[data]\ndataset = "emoji"\nstyle_prompts = true\n' + body)
+        with pytest.raises(ValueError, match=message):
+            read_config(config_file)

@@ -99,6 +99,13 @@ def prompt_of(caption: str) -> str:
     return " ".join(caption.replace(":", " ").replace(",", " ").split())
 
 
+def in_style(prompt: str, style: str) -> str:
+    """A prompt that also asks for a style of :data:`STYLES` ("cat face", "openmoji" → "cat face in the openmoji
+    style"); a text model trained with ``data.style_prompts`` learns both forms."""
+    check_choice("style", style, STYLES)
+    return f"{prompt} in the {style} style"
+
+
 def caption(record: dict) -> str:
     """The caption of an ``emoji.json`` record: its name in lower case ("CAT FACE" → "cat face")."""
     return record["name"].lower()

@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from diffusion_lib import __version__, checkpoints
 from diffusion_lib import data as datasets
-from diffusion_lib.data.emoji import emoji_arrays
+from diffusion_lib.data.emoji import STYLES, emoji_arrays, in_style
 from diffusion_lib.data.emoji import silhouettes as emoji_silhouettes
 from diffusion_lib.data.shapes import silhouettes
 from diffusion_lib.editing import degrade
@@ -44,7 +44,8 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     """A split of ``data.dataset`` as (images (N, C, H, W) in [-1, 1], labels (N,)), or for shapes (images,
     captions); for emoji the labels are the categories, or with ``captions`` the captions as prompts
     (:attr:`~diffusion_lib.data.emoji.EmojiSet.prompts`), which a [text] model learns, in the styles ``data.styles``
-    names; ``data.hold_out`` names emoji
+    names (with ``data.style_prompts`` every image twice, the second time by its name :func:`in_style` of its style);
+    ``data.hold_out`` names emoji
     taken out of the training split (to ask for them as new compositions), and the images of the emoji that
     ``data.repeat_names`` names appear ``data.repeat`` times (the copies after the originals). With ``data.mirror``
     the training split also holds every image mirrored left to right (after the originals, with the same labels);
@@ -58,14 +59,18 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
     elif name == "emoji":
         emoji = datasets.load_emoji(split, styles=data["styles"], path=emoji_arrays(data["size"], root, progress=True))
         images, labels = emoji.images, emoji.prompts if captions else emoji.category
+        if captions and data["style_prompts"]:  # every image twice: by its name, then by its name in its style
+            images = torch.cat([images, images])
+            labels = labels + [in_style(p, emoji.style_names[s]) for p, s in zip(labels, emoji.style.tolist())]
         if split == "train" and (data["hold_out"] or data["repeat_names"]):
             for key in ("hold_out", "repeat_names"):
                 unknown = sorted(set(data[key]) - set(emoji.prompts))
                 if unknown:
                     raise ValueError(f"data.{key}: {unknown} are not names of training emoji (as prompts: lower "
                                      "case, no colons or commas)")
-            kept = [i for i, prompt in enumerate(emoji.prompts) if prompt not in data["hold_out"]]
-            extra = [i for i, prompt in enumerate(emoji.prompts) if prompt in data["repeat_names"]]
+            names = emoji.prompts * (2 if captions and data["style_prompts"] else 1)  # each image's emoji
+            kept = [i for i, prompt in enumerate(names) if prompt not in data["hold_out"]]
+            extra = [i for i, prompt in enumerate(names) if prompt in data["repeat_names"]]
             kept += extra * (data["repeat"] - 1)
             images = images[kept]
             labels = [labels[i] for i in kept] if captions else labels[kept]
@@ -148,7 +153,7 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
         if config["data"]["dataset"] == "emoji":  # the words of every emoji's name, so that any name can be asked
             # for (a word only held-out emoji use keeps its initial embedding: no image taught it anything)
             every = datasets.load_emoji("all", path=emoji_arrays(config["data"]["size"], config["data"]["root"]))
-            words = every.prompts
+            words = every.prompts + [in_style("", style) for style in STYLES if config["data"]["style_prompts"]]
         else:
             words = labels
         model = TextConditionedUNet(TextUNetConfig(unet_config, Tokenizer.from_captions(words).vocab, **text))

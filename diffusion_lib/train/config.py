@@ -9,6 +9,8 @@ missing file is a one-line error that names the key and the file::
                 class_conditional (for emoji: the category); mirror = true (also train on every image mirrored left to
                 right); for emoji: size = 32 (shipped) | 64 | 16 (made on first use from the npm packages, downloaded
                 into root), styles = the emoji styles to train on (default all five of diffusion_lib.data.emoji.STYLES),
+                style_prompts = true (a [text] model learns every image twice: by its name, and by its name in its
+                style, "cat face in the openmoji style"),
                 hold_out = a list of emoji names (as prompts) kept out of training, to test composition, repeat_names =
                 a list of emoji names whose images appear repeat (an int > 1) times in training; for shapes: n_train
                 (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1), two_object_fraction;
@@ -102,6 +104,7 @@ SCHEMA: dict[str, Schema] = {
         "low_resolution": ((int,), 0),
         "latent": ((str,), ""),
         "styles": ((list,), list(STYLES)),
+        "style_prompts": ((bool,), False),
         "hold_out": ((list,), []),
         "repeat": ((int,), 1),
         "repeat_names": ((list,), []),
@@ -308,6 +311,9 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: data.repeat_names and data.hold_out both name {both}")
     if config["data"]["size"] != 32 and config["data"]["dataset"] != "emoji":
         raise ValueError(f"{path}: data.size is the side of the emoji images; the other data sets have one size")
+    if config["data"]["style_prompts"] and not ("text" in config and config["data"]["dataset"] == "emoji"):
+        raise ValueError(f"{path}: data.style_prompts captions each emoji image with its style too; it needs "
+                         "data.dataset = 'emoji' and a [text] table")
     if config["data"]["mirror"] and "text" in config:
         raise ValueError(f"{path}: data.mirror cannot be combined with [text]: a mirrored image keeps its caption, "
                          "and 'left arrow' mirrored is a right arrow")
