@@ -463,7 +463,7 @@ def test_style_prompts_caption_every_image_twice_by_name_then_in_its_style(tmp_p
     assert prompts == [train.prompts[i] for i in kept] + styled
     assert torch.equal(images, torch.cat([train.images[kept], train.images[kept]]))
     assert "green heart in the noto style" not in prompts and "cat face in the fluent style" in prompts
-    test_images, test_prompts = load_data(config["data"], "test", captions=True)
+    _, test_prompts = load_data(config["data"], "test", captions=True)
     assert len(test_prompts) == 2 * len(load_emoji("test"))
     model = build(config, torch.device("cpu")).model
     model.encode_prompts(["grinning face in the emojione style"])  # the style words are in the vocabulary

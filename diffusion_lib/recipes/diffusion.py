@@ -61,7 +61,8 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
         images, labels = emoji.images, emoji.prompts if captions else emoji.category
         if captions and data["style_prompts"]:  # every image twice: by its name, then by its name in its style
             images = torch.cat([images, images])
-            labels = labels + [in_style(p, emoji.style_names[s]) for p, s in zip(labels, emoji.style.tolist())]
+            styles = [emoji.style_names[s] for s in emoji.style.tolist()]
+            labels = labels + [in_style(p, style) for p, style in zip(labels, styles, strict=True)]
         if split == "train" and (data["hold_out"] or data["repeat_names"]):
             for key in ("hold_out", "repeat_names"):
                 unknown = sorted(set(data[key]) - set(emoji.prompts))
