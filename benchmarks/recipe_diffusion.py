@@ -3,8 +3,13 @@
 
     python benchmarks/recipe_diffusion.py run VARIANT [--minutes 7.5 15 30] [--runs runs/recipe_diffusion]
     python benchmarks/recipe_diffusion.py measure [VARIANT ...] [--runs runs/recipe_diffusion]
-    python benchmarks/recipe_diffusion.py speed
+    python benchmarks/recipe_diffusion.py speed [VARIANT ...]
     python benchmarks/recipe_diffusion.py table
+
+The text variants (:data:`VARIANTS`) change one thing each in :data:`BASE`; the two category variants
+(:data:`CATEGORY_VARIANTS`) put a DiT against the U-Net on the same latents, conditioned on the category (the DiT
+takes class labels, not text), and are scored by FD, precision, recall and how often the reference reads the
+category asked for.
 
 ``run`` writes the variant's config (:data:`BASE` with the variant's changes) as ``RUNS/VARIANT.toml``, checks it
 like any training config, trains with the library's ``Trainer`` and, at each mark, saves the resumable state
@@ -61,12 +66,25 @@ VARIANTS = {  # name → changes to BASE, table by table
     "v_ema9995": {"train": {"ema_decay": 0.9995}},
     "v_lr2e-3": {"train": {"lr": 2e-3}},
 }
+CATEGORY_BASE = {  # the category model on the same latents: the arena of the DiT against the U-Net
+    **{table: values for table, values in BASE.items() if table != "text"},
+    "data": {"dataset": "emoji", "styles": list(STYLES), "class_conditional": True, "mirror": True,
+             "latent": AUTOENCODER},
+}
+CATEGORY_VARIANTS = {  # name → tables replaced in CATEGORY_BASE
+    "category_unet": {},
+    "category_dit": {"model": {"arch": "dit", "in_channels": 4, "image_size": 16, "patch_size": 2, "dim": 192,
+                               "depth": 6, "num_heads": 6, "dropout": 0.1}},
+}
+ALL_VARIANTS = (*VARIANTS, *CATEGORY_VARIANTS)
 NAME_COUNT, GUIDANCE, STEPS = 256, 4.0, 20
 CHECKPOINT_EVERY = 500  # steps between the resumable states of a run
 
 
 def config_of(variant: str) -> dict:
-    """BASE with the variant's changes."""
+    """BASE with the variant's changes, or CATEGORY_BASE with a category variant's tables."""
+    if variant in CATEGORY_VARIANTS:
+        return {**copy.deepcopy(CATEGORY_BASE), **copy.deepcopy(CATEGORY_VARIANTS[variant])}
     config = copy.deepcopy(BASE)
     for table, changes in VARIANTS[variant].items():
         config.setdefault(table, {}).update(changes)
@@ -140,6 +158,8 @@ def measure(variants: list[str], runs: Path) -> None:
     train_names = sorted(set(load_emoji("train").prompts))
     chosen = torch.randperm(len(train_names), generator=torch.Generator().manual_seed(0))[:NAME_COUNT]
     names = [train_names[i] for i in chosen]
+    train = load_emoji("train")
+    categories = train.category[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:NAME_COUNT]]
     held = sorted(set(load_emoji("test").prompts))
     reference = emoji_reference(load("emoji_reference").model, styles=STYLES)
     names_reference = name_reference()
@@ -149,27 +169,31 @@ def measure(variants: list[str], runs: Path) -> None:
         for export in sorted(runs.glob(f"{variant}-*min.json")):
             model, schedule, record = load(export.with_suffix(""))
             autoencoder = load(record["config"]["data"]["latent"]).model
-            shape = (model.config.unet.in_channels, model.config.unet.image_size, model.config.unet.image_size)
-            prompts = names + held
+            denoiser = getattr(model.config, "unet", model.config)  # a text model's U-Net, or the model's own
+            shape = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)
+            category = variant in CATEGORY_VARIANTS
+            prompts = categories if category else names + held
             x_T = torch.randn(len(prompts), *shape, generator=torch.Generator().manual_seed(1))
             images = torch.cat([generate(model, schedule, prompts[i:i + 64], x_T[i:i + 64], guidance=GUIDANCE,
                                          steps=STEPS, autoencoder=autoencoder) for i in range(0, len(prompts), 64)])
-            named = name_retrieval(images, prompts, names_reference)
-            quality = sample_quality(images[:NAME_COUNT], reference=reference, resamples=200)
+            named = {} if category else name_retrieval(images, prompts, names_reference)
+            quality = sample_quality(images[:NAME_COUNT], reference=reference, resamples=200,
+                                     requested_category=categories if category else None)
             measured = {"minutes": record["minutes"], "steps": record["steps"],
                         **{k: [v.value, v.low, v.high] for k, v in named.items() if "top" in k},
                         **{k: [quality[k].value, quality[k].low, quality[k].high]
-                           for k in ("fd", "precision", "recall")}}
+                           for k in ("fd", "precision", "recall", "conditional_accuracy") if k in quality}}
             entry["marks"] = [m for m in entry["marks"] if m["minutes"] != measured["minutes"]] + [measured]
             print(json.dumps({"variant": variant, **measured}), flush=True)
         entry["machine"] = machine(description="measured on the threads the machine gives")
         write_json(entry_path, entry)
 
 
-def speed() -> None:
+def speed(variants: list[str]) -> None:
     torch.set_num_threads(1)
-    timings = {}
-    for variant in VARIANTS:
+    speed_file = RESULTS / "speed.json"
+    timings = json.loads(speed_file.read_text())["seconds_per_step"] if speed_file.is_file() else {}
+    for variant in variants:
         config_file = RESULTS / f"{variant}.toml"
         config_file.parent.mkdir(parents=True, exist_ok=True)
         config_file.write_text(toml_text(config_of(variant)))
@@ -178,22 +202,23 @@ def speed() -> None:
         trainer = make_trainer(config, build(config, torch.device("cpu")), torch.device("cpu"))
         timings[variant] = median_seconds(trainer.train_step, repeats=30)
         print(variant, timings[variant], flush=True)
-    write_json(RESULTS / "speed.json", {"seconds_per_step": timings,
+    write_json(speed_file, {"seconds_per_step": timings,
                                         "machine": machine(description="one thread, nothing else running")})
 
 
 def table() -> None:
     speed_file = RESULTS / "speed.json"
     per_step = json.loads(speed_file.read_text())["seconds_per_step"] if speed_file.is_file() else {}
-    print("| variant | s a step | mark: steps, idle CPU minutes | top-5, training names | top-5, held-out names | "
-          "FD | precision | recall |")
+    print("| variant | s a step | mark: steps, idle CPU minutes | top-5, training names (category models: category "
+          "read as asked) | top-5, held-out names | FD | precision | recall |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for path in sorted(RESULTS.glob("*.json")):
         if path.stem == "speed":
             continue
         entry = json.loads(path.read_text())
         for m in sorted(entry["marks"], key=lambda m: m["steps"]):
-            cells = [f"{m[k][0]:.3f} [{m[k][1]:.3f}, {m[k][2]:.3f}]" for k in ("train_top5", "test_top5")]
+            named = ("train_top5", "test_top5") if "train_top5" in m else ("conditional_accuracy",)
+            cells = [f"{m[k][0]:.3f} [{m[k][1]:.3f}, {m[k][2]:.3f}]" for k in named] + [""] * (2 - len(named))
             cells += [f"{m[k][0]:.3g} [{m[k][1]:.3g}, {m[k][2]:.3g}]" for k in ("fd", "precision", "recall")]
             alone = per_step.get(entry["variant"])
             idle = f", {m['steps'] * alone / 60:.0f}" if alone else ""
@@ -205,13 +230,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("run")
-    one.add_argument("variant", choices=sorted(VARIANTS))
+    one.add_argument("variant", choices=sorted(ALL_VARIANTS))
     one.add_argument("--minutes", type=float, nargs="+", default=[7.5, 15, 30])
     one.add_argument("--runs", type=Path, default=Path("runs/recipe_diffusion"))
     scored = commands.add_parser("measure")
-    scored.add_argument("variants", nargs="*", default=sorted(VARIANTS))
+    scored.add_argument("variants", nargs="*", default=sorted(ALL_VARIANTS))
     scored.add_argument("--runs", type=Path, default=Path("runs/recipe_diffusion"))
-    commands.add_parser("speed")
+    timed = commands.add_parser("speed")
+    timed.add_argument("variants", nargs="*", default=sorted(ALL_VARIANTS))
     commands.add_parser("table")
     args = parser.parse_args()
     if args.command == "run":
@@ -219,7 +245,7 @@ def main() -> None:
     elif args.command == "measure":
         measure(args.variants, args.runs)
     elif args.command == "speed":
-        speed()
+        speed(args.variants)
     else:
         table()
 

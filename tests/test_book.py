@@ -250,3 +250,16 @@ def test_every_stored_figure_has_an_opaque_background_so_it_reads_in_the_dark_th
     for cell, png in figures:
         alpha = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3]
         assert alpha.min() == 255, f"cell {cell} of {path.name} has transparent pixels"
+
+
+def test_the_api_page_documents_every_module_of_the_library():
+    documented = set(re.findall(r"\.\. automodule:: (\S+)", (ROOT / "book" / "api.md").read_text()))
+    package = ROOT / "diffusion_lib"
+
+    def name(path: Path) -> str:
+        return ".".join(("diffusion_lib", *path.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+
+    modules = {name(p) for p in package.rglob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    packages = {name(p) for p in package.rglob("__init__.py")}
+    assert sorted(modules - documented) == []
+    assert sorted(documented - modules - packages) == []

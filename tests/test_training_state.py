@@ -323,8 +323,8 @@ def test_the_shipped_configs_are_valid():
     assert names == sorted(["cifar10.toml", "digits.toml", "digits_class.toml", "digits_consistency.toml",
                             "digits_dit.toml", "digits_flow.toml", "digits_progressive.toml", "digits_reflow.toml",
                             "emoji.toml", "emoji64.toml", "emoji_control.toml", "emoji_latent.toml",
-                            "emoji_latent_flow.toml",
-                            "emoji_latent_v.toml", "emoji_text.toml", "emoji_text_v.toml", "mnist.toml",
+                            "emoji_latent_flow.toml", "emoji_latent_v.toml", "emoji_sr.toml", "emoji_text.toml",
+                            "emoji_text_v.toml", "mnist.toml",
                             "shapes_control.toml", "shapes_latent.toml", "shapes_pooled.toml", "shapes_sr.toml",
                             "shapes_text.toml", "shapes_text_frozen.toml", "shapes_text_v.toml", *families])
     for name in names:

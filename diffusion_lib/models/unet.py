@@ -27,10 +27,12 @@ Conditioning, through the single ``cond`` argument of ``model(x_t, t, cond)``:
 - a dict with any of ``"labels"`` (LongTensor (B,)), ``"context"`` (float (B, L, context_dim)),
   ``"context_mask"`` (bool (B, L), True for tokens to attend to) and ``"image"`` (float (B, cond_channels, S, S),
   concatenated to x_t along the channels before the first conv: e.g. the upsampled low-resolution image of a
-  super-resolution model). A row of ``context_mask`` that is all False means "no text" for that example: its
-  cross-attention adds exactly zero, as if no context were given. ``"residuals"``: a list of tensors shaped like
-  :meth:`UNet.feature_shapes`, added to the encoder's features (every skip, then the middle block's output) before
-  the decoder reads them: the way a ControlNet (:mod:`diffusion_lib.models.controlnet`) steers a frozen U-Net.
+  super-resolution model), with ``"noise_level"`` (B,) the timestep of the noise added to that image where the
+  model has ``noise_level_conditioning``. A row of ``context_mask`` that is all False means "no text" for that
+  example: its cross-attention adds exactly zero, as if no context were given. ``"residuals"``: a list of tensors
+  shaped like :meth:`UNet.feature_shapes`, added to the encoder's features (every skip, then the middle block's
+  output) before the decoder reads them: the way a ControlNet (:mod:`diffusion_lib.models.controlnet`) steers a
+  frozen U-Net.
 
 :meth:`UNet.drop_cond` turns chosen examples of a ``cond`` into "no condition" (null class, empty text), which is
 how training with conditioning dropout and classifier-free guidance reach the unconditional prediction.
@@ -89,6 +91,13 @@ class UNetConfig:
             GroupNorm (improved DDPM, the library's default). False: it is added before that norm, as in DDPM
             (the ``ddpm_cifar10`` preset, which then has the paper's 35.7M parameters).
         zero_init: zero-initialise the last layer of every residual branch and the output conv (DDPM reference).
+        fully_convolutional: no attention anywhere, the middle block's included (``attn_resolutions`` must be
+            empty), so that the network is convolutions alone and takes square images of any side divisible by
+            ``2**(len(ch_mult) - 1)``: a super-resolution model trained on crops of side ``image_size`` and used on
+            whole images (Imagen's super-resolution U-Nets have no self-attention either).
+        noise_level_conditioning: the model also reads ``cond["noise_level"]`` (B,), the timestep of the Gaussian
+            noise added to its image condition (Imagen's noise-conditioning augmentation), embedded like t and added
+            to the time embedding. Needs ``cond_channels``.
     """
 
     in_channels: int = 1
@@ -106,6 +115,8 @@ class UNetConfig:
     groups: int = 32
     scale_shift: bool = True
     zero_init: bool = False
+    fully_convolutional: bool = False
+    noise_level_conditioning: bool = False
 
     def __post_init__(self) -> None:
         for name in ("ch_mult", "attn_resolutions"):  # accept lists, store tuples (the config stays hashable)
@@ -126,6 +137,14 @@ class UNetConfig:
         check_real("dropout", self.dropout, low=0, high=1, high_open=True)
         check_bool("scale_shift", self.scale_shift)
         check_bool("zero_init", self.zero_init)
+        check_bool("fully_convolutional", self.fully_convolutional)
+        check_bool("noise_level_conditioning", self.noise_level_conditioning)
+        if self.fully_convolutional and self.attn_resolutions:
+            raise ValueError(f"a fully_convolutional UNet has no attention: attn_resolutions must be empty, got "
+                             f"{self.attn_resolutions}")
+        if self.noise_level_conditioning and self.cond_channels is None:
+            raise ValueError("noise_level_conditioning is the noise level of an image condition: it needs "
+                             "cond_channels")
         factor = 2 ** (len(self.ch_mult) - 1)
         if self.image_size % factor:
             raise ValueError(f"image_size must be divisible by 2**(len(ch_mult) - 1) = {factor} so that every "
@@ -136,7 +155,8 @@ class UNetConfig:
                 raise ValueError(f"attn_resolutions: {r} is not a side any level works at; with image_size="
                                  f"{self.image_size} and {len(self.ch_mult)} levels the sides are {sides}")
         attn_channels = {self.ch * m for m, s in zip(self.ch_mult, sides, strict=True) if s in self.attn_resolutions}
-        attn_channels.add(self.ch * self.ch_mult[-1])  # the middle block
+        if not self.fully_convolutional:
+            attn_channels.add(self.ch * self.ch_mult[-1])  # the middle block
         for c in sorted(attn_channels):
             if c % self.num_heads:
                 raise ValueError(f"num_heads={self.num_heads} must divide the channels of every attention block, "
@@ -174,6 +194,8 @@ class UNet(nn.Module):
 
         self.time_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes is not None else None
+        self.noise_level_embed = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) \
+            if cfg.noise_level_conditioning else None
         self.conv_in = nn.Conv2d(cfg.in_channels + (cfg.cond_channels or 0), ch, 3, padding=1)
 
         heads_groups_context = (cfg.num_heads, cfg.groups, cfg.context_dim)
@@ -200,7 +222,7 @@ class UNet(nn.Module):
             self.down.append(level)
 
         self.mid_res1 = res_block(c, c)
-        self.mid_attn = Attention(c, *heads_groups_context)
+        self.mid_attn = nn.Identity() if cfg.fully_convolutional else Attention(c, *heads_groups_context)
         self.mid_res2 = res_block(c, c)
 
         self.up = nn.ModuleList()  # self.up[i] works at level i; the forward pass runs it from the last level
@@ -261,10 +283,17 @@ class UNet(nn.Module):
     # ------------------------------------------------------------------ input checks
 
     def _check_inputs(self, x_t, t, cond):
-        """Check shapes and types (never values on the GPU: no host syncs); return (t (B,), labels, context, mask,
-        image)."""
+        """Check shapes and types (never values on the GPU: no host syncs); return (t (B,), noise level (B,) or None,
+        labels, context, mask, image, residuals)."""
         cfg, s = self.config, self.config.image_size
-        check_tensor("x_t", x_t, ("B", cfg.in_channels, s, s), meaning="(B, in_channels, image_size, image_size)")
+        if cfg.fully_convolutional:
+            factor = 2 ** (len(cfg.ch_mult) - 1)
+            check_tensor("x_t", x_t, ("B", cfg.in_channels, "S", "S"), meaning="(B, in_channels, S, S)")
+            s = x_t.shape[-1]
+            if s % factor:
+                raise ValueError(f"x_t's side must be divisible by 2**(len(ch_mult) - 1) = {factor}, got {s}")
+        else:
+            check_tensor("x_t", x_t, ("B", cfg.in_channels, s, s), meaning="(B, in_channels, image_size, image_size)")
         batch = x_t.shape[0]
         t = check_timesteps(t, batch, x_t.device).expand(batch)  # (B,)
         if cond is None:
@@ -274,10 +303,15 @@ class UNet(nn.Module):
         elif not isinstance(cond, Mapping):
             raise ValueError("cond must be None, a LongTensor (B,) of class ids, or a dict with keys 'labels', "
                              f"'context', 'context_mask', 'image'; got {type(cond).__name__}")
-        unknown = set(cond) - {"labels", "context", "context_mask", "image", "residuals"}
+        unknown = set(cond) - {"labels", "context", "context_mask", "image", "noise_level", "residuals"}
         if unknown:
             raise ValueError(f"cond has unknown keys {sorted(unknown)}; expected 'labels', 'context', "
-                             "'context_mask', 'image', 'residuals'")
+                             "'context_mask', 'image', 'noise_level', 'residuals'")
+        if ("noise_level" in cond) != cfg.noise_level_conditioning:
+            raise ValueError("cond['noise_level'] is required exactly when the UNet has noise_level_conditioning, "
+                             f"here {cfg.noise_level_conditioning}")
+        noise_level = None if "noise_level" not in cond else check_timesteps(cond["noise_level"], batch,
+                                                                             x_t.device).expand(batch)
         labels, context, mask, image = (cond.get(key) for key in ("labels", "context", "context_mask", "image"))
         residuals = cond.get("residuals")
         if residuals is not None:
@@ -306,8 +340,8 @@ class UNet(nn.Module):
                              f"cond_channels={cfg.cond_channels}")
         if image is not None:
             check_tensor("cond image", image, (batch, cfg.cond_channels, s, s),
-                         meaning="(B, cond_channels, image_size, image_size)")
-        return t, labels, context, mask, image, residuals
+                         meaning="(B, cond_channels, S, S), the side of x_t")
+        return t, noise_level, labels, context, mask, image, residuals
 
     def feature_shapes(self) -> list[tuple[int, int, int]]:
         """(channels, side, side) of each encoder feature the decoder reads: the first conv's output, every
@@ -335,8 +369,8 @@ class UNet(nn.Module):
             The prediction (ε, x_0 or v, whichever it was trained on), shape (B, out_channels, image_size,
             image_size).
         """
-        t, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
-        emb = self._embedding(t, labels, x_t.dtype)
+        t, noise_level, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
+        emb = self._embedding(t, noise_level, labels, x_t.dtype)
         features = self._encode(x_t, image, emb, context, mask)
         if residuals is not None:
             features = [f + r.to(f.dtype) for f, r in zip(features, residuals, strict=True)]
@@ -356,14 +390,18 @@ class UNet(nn.Module):
         """The encoder half alone: the features the decoder would read, shaped as :meth:`feature_shapes` (B, ...)
         each. ``added`` (B, ch, image_size, image_size) is added to the first conv's output: a ControlNet's way in
         for its control image. Arguments otherwise as in :meth:`forward` (no ``residuals``)."""
-        t, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
+        t, noise_level, labels, context, mask, image, residuals = self._check_inputs(x_t, t, cond)
         if residuals is not None:
             raise ValueError("cond residuals are added to the decoder's input; encode has no decoder")
-        emb = self._embedding(t, labels, x_t.dtype)
+        emb = self._embedding(t, noise_level, labels, x_t.dtype)
         return self._encode(x_t, image, emb, context, mask, added)
 
-    def _embedding(self, t: torch.Tensor, labels, dtype: torch.dtype) -> torch.Tensor:
+    def _embedding(self, t: torch.Tensor, noise_level: torch.Tensor | None, labels, dtype: torch.dtype
+                   ) -> torch.Tensor:
+        """The embedding every ResBlock reads (B, 4ch): of t, plus the noise level's, plus the class's."""
         emb = self.time_embed(timestep_embedding(t, self.config.ch).to(dtype))  # (B, 4ch)
+        if noise_level is not None:
+            emb = emb + self.noise_level_embed(timestep_embedding(noise_level, self.config.ch).to(dtype))
         return emb if self.class_embed is None else emb + self.class_embed(labels)
 
     @staticmethod
@@ -384,8 +422,7 @@ class UNet(nn.Module):
             if level.resample is not None:
                 h = level.resample(h)  # (B, ch·m_i, S_i / 2, S_i / 2)
                 features.append(h)
-        h = self.mid_res1(h, emb)  # (B, ch·m_{n-1}, S_{n-1}, S_{n-1}), and so on through the middle
-        h = self.mid_res2(self.mid_attn(h, context, mask), emb)
+        h = self.mid_res2(self._block(self.mid_res1, self.mid_attn, h, emb, context, mask), emb)
         return [*features, h]
 
 

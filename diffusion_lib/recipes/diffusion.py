@@ -38,6 +38,7 @@ from diffusion_lib.train.config import SHAPES_TEST
 from diffusion_lib.train.objectives import NoiseWeighting
 from diffusion_lib.train.runs import StopRequest
 from diffusion_lib.train.students import ConsistencyDistillation, ProgressiveDistillation
+from diffusion_lib.train.super_resolution import SuperResolutionBatches
 
 
 def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = False) -> tuple[torch.Tensor, Any]:
@@ -144,6 +145,9 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
         overrides.setdefault("num_classes", int(labels.max()) + 1)
     if config["data"]["low_resolution"]:
         overrides.setdefault("cond_channels", images.shape[1])
+        overrides.setdefault("noise_level_conditioning", config["data"]["noise_augmentation"] >= 0)
+    if config["data"]["crop"]:  # the model learns on windows of this side
+        overrides.setdefault("image_size", config["data"]["crop"])
     torch.manual_seed(config["train"]["seed"])  # the model's initial weights
     if dit:
         model = DiT(DiTConfig(**overrides))
@@ -300,14 +304,21 @@ def export_denoiser(trainer, path, meta: dict[str, Any], test_data=None) -> Path
 def make_trainer(config: dict[str, dict[str, Any]], built: Built, device: torch.device, objective=None) -> Trainer:
     """The :class:`~diffusion_lib.train.Trainer` of a checked config's ``[train]`` table, for what :func:`build` made
     of it (and a distillation ``objective``, else None; ``train.timesteps`` or ``train.weighting`` other than the
-    defaults make a :class:`~diffusion_lib.train.objectives.NoiseWeighting`)."""
+    defaults make a :class:`~diffusion_lib.train.objectives.NoiseWeighting`); a super-resolution model's batches go
+    through :class:`~diffusion_lib.train.super_resolution.SuperResolutionBatches` (``data.crop``,
+    ``data.noise_augmentation``)."""
     t = config["train"]
     if objective is None and (t["timesteps"] != "uniform" or t["weighting"] != "none"):
         objective = NoiseWeighting(built.schedule, timesteps=t["timesteps"], weighting=t["weighting"],
                                    snr_gamma=float(t["snr_gamma"]), lognormal_mean=float(t["lognormal_mean"]),
                                    lognormal_std=float(t["lognormal_std"]))
+    data = config["data"]
+    level = data["noise_augmentation"]
+    transform = SuperResolutionBatches(built.schedule, crop=data["crop"] or None,
+                                       max_level=None if level < 0 else level) if data["low_resolution"] else None
     return Trainer(built.model, built.schedule, built.images, cond=built.cond, coupling=built.coupling,
-                   objective=objective, cond_dropout=float(t["cond_dropout"]), batch_size=t["batch_size"],
+                   objective=objective, batch_transform=transform, cond_dropout=float(t["cond_dropout"]),
+                   batch_size=t["batch_size"],
                    lr=float(t["lr"]), weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
                    grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]), ema_decay=t["ema_decay"],
                    amp=None if t["amp"] == "none" else t["amp"], compile=t["compile"], device=device, seed=t["seed"],

@@ -15,7 +15,10 @@ missing file is a one-line error that names the key and the file::
                 a list of emoji names whose images appear repeat (an int > 1) times in training; for shapes: n_train
                 (scenes drawn with seed 0; the test set is 2,000 drawn with seed 1), two_object_fraction;
                 low_resolution = side (> 0: a super-resolution model, conditioned on each image downsampled to that
-                side and upsampled back, see diffusion_lib.editing); latent = an autoencoder
+                side and upsampled back, see diffusion_lib.editing), with crop = side of the random windows it trains
+                on (0: whole images; needs model.fully_convolutional) and noise_augmentation = the largest timestep
+                of the noise added to its condition in training (Imagen's noise-conditioning augmentation, see
+                diffusion_lib.train.super_resolution; -1: none); latent = an autoencoder
                 (shipped name or path, see diffusion_lib.models.autoencoder): the model learns its latents (latent
                 diffusion; "" = the pixels); reflow = a flow-matching model (shipped name or path): train on
                 reflow_pairs pairs (x_0, x_1) it joins with reflow_steps steps of DPM-Solver++, starting from its
@@ -102,6 +105,8 @@ SCHEMA: dict[str, Schema] = {
         "n_train": ((int,), 30000),
         "two_object_fraction": ((float, int), 0.5),
         "low_resolution": ((int,), 0),
+        "crop": ((int,), 0),
+        "noise_augmentation": ((int,), -1),
         "latent": ((str,), ""),
         "styles": ((list,), list(STYLES)),
         "style_prompts": ((bool,), False),
@@ -148,6 +153,9 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.repeat_names": (lambda v: all(isinstance(p, str) and p for p in v),
                           "a list of emoji names (non-empty strings)"),
     "data.low_resolution": (lambda v: v >= 0, "an int >= 0 (0: not a super-resolution model)"),
+    "data.crop": (lambda v: v >= 0, "an int >= 0 (0: whole images)"),
+    "data.noise_augmentation": (lambda v: v >= -1, "an int >= -1 (the largest timestep of the noise added to the "
+                                                   "condition; -1: none)"),
     "data.reflow_pairs": (lambda v: v >= 1, "an int >= 1"),
     "data.reflow_steps": (lambda v: v >= 1, "an int >= 1"),
     "schedule.name": (lambda v: v in PROCESSES, f"one of {PROCESSES}"),
@@ -325,6 +333,18 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
                          "'rectified_flow'")
     if config["data"]["reflow"] and kinds:
         raise ValueError(f"{path}: data.reflow trains an unconditional model; it cannot be combined with {kinds[0]}")
+    for key, off in (("crop", 0), ("noise_augmentation", -1)):
+        if config["data"][key] != off and not config["data"]["low_resolution"]:
+            raise ValueError(f"{path}: data.{key} is for a super-resolution model; it needs data.low_resolution")
+    if config["data"]["crop"] and not config["model"].get("fully_convolutional"):
+        raise ValueError(f"{path}: data.crop trains on windows and samples whole images; it needs a U-Net with "
+                         "model.fully_convolutional = true (no attention, any side)")
+    if config["data"]["noise_augmentation"] >= config["schedule"]["T"]:
+        raise ValueError(f"{path}: data.noise_augmentation is a timestep; it must be below schedule.T = "
+                         f"{config['schedule']['T']}, got {config['data']['noise_augmentation']}")
+    if config["data"]["noise_augmentation"] >= 0 and config["schedule"]["name"] == "rectified_flow":
+        raise ValueError(f"{path}: data.noise_augmentation noises the condition on a DDPM schedule; it cannot be "
+                         "combined with schedule.name = 'rectified_flow'")
     if config["data"]["latent"] and config["data"]["low_resolution"]:
         raise ValueError(f"{path}: data.latent and data.low_resolution cannot be combined")
     if "distill" in config:

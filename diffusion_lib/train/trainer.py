@@ -70,6 +70,11 @@ class Trainer:
             distillation of a teacher) in place of the denoising loss; it draws the timesteps and gives the loss, and
             the trainer calls its ``after_step(trainer)`` after each step and saves its ``state_tensors()`` in
             checkpoints. None: the denoising loss (or flow matching's).
+        batch_transform: called as ``batch_transform(x0, cond, generator)`` on each step's global batch before the
+            noise is drawn, returning (x0, cond), e.g. the crops and noise-conditioning augmentation of a
+            super-resolution model (:class:`~diffusion_lib.train.super_resolution.SuperResolutionBatches`); it may
+            change the images' size. It draws from ``generator``, the noise generator, so a resumed run draws the
+            same. None: the examples as they are.
         cond_dropout: probability, per example and step, of replacing its condition by "no condition" through the
             model's ``drop_cond(cond, drop)`` (Ho & Salimans 2022), so that one network learns both the conditional
             and the unconditional prediction that classifier-free guidance combines; 0 disables it.
@@ -109,6 +114,7 @@ class Trainer:
         cond: torch.Tensor | dict[str, torch.Tensor] | None = None,
         coupling: torch.Tensor | None = None,
         objective: Any = None,
+        batch_transform: Callable[..., tuple[torch.Tensor, Any]] | None = None,
         cond_dropout: float = 0.0,
         batch_size: int = 256,
         lr: float = 1e-3,
@@ -201,6 +207,7 @@ class Trainer:
         self.bucket_loss = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
         self.bucket_count = torch.zeros(n_buckets, dtype=torch.float64, device=self.device)
         self.objective = objective
+        self.batch_transform = batch_transform
         if objective is not None:
             objective.attach(self)
 
@@ -261,7 +268,11 @@ class Trainer:
         n, per_rank = self.batch_size, self.batch_size // self.world_size
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         keys = example_keys(self.seed, self.step, torch.arange(mine.start, mine.stop, device=self.device))
-        index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)[mine]
+        index = torch.randint(0, self.data.shape[0], (n,), generator=self.data_generator, device=self.device)
+        x0, cond = self.data[index], _map(self.cond, lambda v: v[index])
+        if self.batch_transform is not None:  # on the global batch, so that every rank draws the same
+            x0, cond = self.batch_transform(x0, cond, self.noise_generator)
+        index, x0, cond = index[mine], x0[mine], _map(cond, lambda v: v[mine])
         if self.objective is not None:  # the positions on the student's grid
             t = self.objective.draw(n, self.noise_generator, self.device)[mine]
         elif self.flow:  # a continuous time in [0, 1)
@@ -269,15 +280,14 @@ class Trainer:
         else:
             t = torch.randint(0, self.schedule.T, (n,), generator=self.noise_generator, device=self.device)[mine]
         if self.coupling is None:
-            noise = torch.randn((n, *self.data.shape[1:]), generator=self.noise_generator, device=self.device,
+            noise = torch.randn((n, *x0.shape[1:]), generator=self.noise_generator, device=self.device,
                                 dtype=self.data.dtype)[mine]
         else:  # each example's own x_1
             noise = self.coupling[index]
-        cond = _map(self.cond, lambda v: v[index])
         if self.cond_dropout > 0:
             drop = torch.rand(n, generator=self.noise_generator, device=self.device)[mine] < self.cond_dropout
             cond = self.model.drop_cond(cond, drop)
-        return self.data[index], cond, t, noise, keys
+        return x0, cond, t, noise, keys
 
     # ------------------------------------------------------------------ loops
     def fit(self, steps: int, *, progress: bool = False, checkpoint_every: int | None = None,
