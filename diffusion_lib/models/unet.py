@@ -340,7 +340,8 @@ class UNet(nn.Module):
                              f"cond_channels={cfg.cond_channels}")
         if image is not None:
             check_tensor("cond image", image, (batch, cfg.cond_channels, s, s),
-                         meaning="(B, cond_channels, S, S), the side of x_t")
+                         meaning="(B, cond_channels, S, S), the side of x_t" if cfg.fully_convolutional
+                         else "(B, cond_channels, image_size, image_size)")
         return t, noise_level, labels, context, mask, image, residuals
 
     def feature_shapes(self) -> list[tuple[int, int, int]]:
