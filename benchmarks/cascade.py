@@ -18,7 +18,7 @@ average-pooled to 32x32. Two measures, each with a 95% bootstrap interval over t
 The regression network is the diffusion model's U-Net (the ``emoji`` preset, fully convolutional) reading the
 upsampled image and predicting what to add to it, trained on the same 32x32 windows with the same batch and
 learning rate for as many steps: the difference between the two is the objective, nothing else.
-Results go to ``benchmarks/results/cascade.json``.
+Results go to ``diffusion_lib/pretrained/results/cascade.json``, which the chapter "Latent diffusion" reads.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from record import machine, write_json
+from record import SHIPPED_RESULTS, machine, write_json
 from scipy.linalg import LinAlgWarning
 from torch.nn import functional as F
 
@@ -44,7 +44,7 @@ from diffusion_lib.pretrained import load
 from diffusion_lib.train import fit_on_one_thread
 from diffusion_lib.train.super_resolution import crop_windows
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cascade.json"
+RESULTS = SHIPPED_RESULTS / "cascade.json"
 LOW, HIGH, CROP = 32, 64, 32
 REGRESSION = dataclasses.replace(PRESETS["emoji"], attn_resolutions=(), fully_convolutional=True)
 BATCH, LR = 32, 1e-3  # emoji_sr.toml's
