@@ -65,6 +65,7 @@ VARIANTS = {  # name → changes to BASE, table by table
     "v_batch128": {"train": {"batch_size": 128}},
     "v_ema9995": {"train": {"ema_decay": 0.9995}},
     "v_lr2e-3": {"train": {"lr": 2e-3}},
+    "v_cosine": {"train": {"lr_schedule": "cosine", "steps": 1511}},  # down to lr / 10 at the 30-minute mark of v
 }
 CATEGORY_BASE = {  # the category model on the same latents: the arena of the DiT against the U-Net
     **{table: values for table, values in BASE.items() if table != "text"},
@@ -168,6 +169,8 @@ def measure(variants: list[str], runs: Path) -> None:
         entry = json.loads(entry_path.read_text()) if entry_path.is_file() else {"variant": variant, "marks": []}
         for export in sorted(runs.glob(f"{variant}-*min.json")):
             model, schedule, record = load(export.with_suffix(""))
+            if any(m["minutes"] == record["minutes"] and m["steps"] == record["steps"] for m in entry["marks"]):
+                continue  # measured already
             autoencoder = load(record["config"]["data"]["latent"]).model
             denoiser = getattr(model.config, "unet", model.config)  # a text model's U-Net, or the model's own
             shape = (denoiser.in_channels, denoiser.image_size, denoiser.image_size)

@@ -1,5 +1,6 @@
 """The full training path: EMA, checkpoints, exact resume, distributed training, and the command line."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -344,3 +345,31 @@ def test_the_unet_loss_falls_on_digits_within_a_few_dozen_steps():
     trainer = _unet_trainer(batch_size=64, lr=2e-3, warmup_steps=5, log_every=10)
     history = torch.tensor(trainer.fit(40))
     assert history[-10:].mean() < 0.6 * history[:10].mean(), history
+
+
+def test_the_learning_rate_warms_up_then_stays_or_follows_a_cosine_to_a_tenth(tmp_path):
+    constant = _unet_trainer(lr=1e-3, warmup_steps=4)
+    assert [constant.lr_at(s) for s in (0, 1, 3, 4, 1000)] == pytest.approx([2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3])
+    cosine = _unet_trainer(lr=1e-3, warmup_steps=4, decay_steps=14)
+    assert [cosine.lr_at(s) for s in (0, 3, 4, 9, 14, 100)] == pytest.approx([2.5e-4, 1e-3, 1e-3, 5.5e-4, 1e-4,
+                                                                               1e-4])
+    rates = [cosine.lr_at(s) for s in range(4, 15)]
+    assert all(a > b for a, b in itertools.pairwise(rates))  # decays at every step
+    cosine.fit(10)
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(cosine.lr_at(9))
+    with pytest.raises(ValueError, match=r"decay_steps must be an int >= 5, got 4"):
+        _unet_trainer(warmup_steps=4, decay_steps=4)
+    config = tmp_path / "c.toml"
+    config.write_text('[data]\ndataset = "digits"\n[model]\npreset = "digits_small"\n'
+                      '[train]\nsteps = 20\nwarmup_steps = 5\nlr_schedule = "cosine"\n')
+    from diffusion_lib.recipes.diffusion import build, make_trainer
+
+    checked = read_config(config)
+    assert make_trainer(checked, build(checked, torch.device("cpu")), torch.device("cpu")).decay_steps == 20
+    config.write_text(config.read_text().replace("steps = 20", "steps = 5"))
+    with pytest.raises(ValueError, match=r"train\.lr_schedule = 'cosine' decays after the warm-up until "
+                                         r"train\.steps; it needs train\.steps > train\.warmup_steps, got 5 and 5"):
+        read_config(config)
+    config.write_text(config.read_text().replace('"cosine"', '"linear"'))
+    with pytest.raises(ValueError, match=r"train\.lr_schedule must be one of \('constant', 'cosine'\)"):
+        read_config(config)

@@ -320,6 +320,7 @@ def make_trainer(config: dict[str, dict[str, Any]], built: Built, device: torch.
                    objective=objective, batch_transform=transform, cond_dropout=float(t["cond_dropout"]),
                    batch_size=t["batch_size"],
                    lr=float(t["lr"]), weight_decay=float(t["weight_decay"]), warmup_steps=t["warmup_steps"],
+                   decay_steps=t["steps"] if t["lr_schedule"] == "cosine" else None,
                    grad_clip=None if t["grad_clip"] is False else float(t["grad_clip"]), ema_decay=t["ema_decay"],
                    amp=None if t["amp"] == "none" else t["amp"], compile=t["compile"], device=device, seed=t["seed"],
                    log_every=t["log_every"], parameterization=t["parameterization"])

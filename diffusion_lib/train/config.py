@@ -43,7 +43,8 @@ missing file is a one-line error that names the key and the file::
                 the pixel images)
     [schedule]  name = "linear" | "cosine", T; or name = "rectified_flow" (flow matching on the path x_t = (1 - t) x_0
                 + t ε, t ~ Uniform(0, 1), see diffusion_lib.losses; T is not used)
-    [train]     steps, batch_size, lr, warmup_steps, weight_decay, grad_clip (false: no clipping), ema_decay,
+    [train]     steps, batch_size, lr, warmup_steps, lr_schedule ("constant" after the warm-up, or "cosine": down
+                to lr / 10 at train.steps), weight_decay, grad_clip (false: no clipping), ema_decay,
                 amp ("auto", "bf16", "fp16", "none"), compile (true, false or a torch.compile mode), seed,
                 log_every, checkpoint_every (>= 1), cond_dropout (classifier-free guidance), parameterization
                 (the model's target: "eps", the default, "x0" or "v"; see diffusion_lib.forward; with
@@ -134,12 +135,14 @@ SCHEMA: dict[str, Schema] = {
         "cond_dropout": ((float, int), 0.0),
         "parameterization": ((str,), "eps"),
         "timesteps": ((str,), "uniform"),
+        "lr_schedule": ((str,), "constant"),
         "weighting": ((str,), "none"),
         "snr_gamma": ((float, int), 5.0),
         "lognormal_mean": ((float, int), -0.5),
         "lognormal_std": ((float, int), 1.2),
     },
 }
+LR_SCHEDULES = ("constant", "cosine")
 AMP_CHOICES = ("auto", "bf16", "fp16", "none")  # "none": full precision
 # table.key -> (test, what the value must be): checked after the types, so a bad value is named before training.
 LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -176,6 +179,7 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.checkpoint_every": (lambda v: v >= 1, "an int >= 1 (steps between checkpoints)"),
     "train.cond_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.timesteps": (lambda v: v in TIMESTEPS, f"one of {TIMESTEPS}"),
+    "train.lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
     "train.weighting": (lambda v: v in WEIGHTINGS, f"one of {WEIGHTINGS}"),
     "train.snr_gamma": (lambda v: v > 0, "a number > 0"),
     "train.lognormal_std": (lambda v: v > 0, "a number > 0"),
@@ -293,6 +297,10 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     if config["train"]["parameterization"] == "flow" and config["schedule"]["name"] != "rectified_flow":
         raise ValueError(f"{path}: train.parameterization = 'flow' (a velocity) needs schedule.name = "
                          f"'rectified_flow'; a DDPM schedule's model predicts one of {PARAMETERIZATIONS}")
+    if config["train"]["lr_schedule"] == "cosine" and config["train"]["steps"] <= config["train"]["warmup_steps"]:
+        raise ValueError(f"{path}: train.lr_schedule = 'cosine' decays after the warm-up until train.steps; it needs "
+                         f"train.steps > train.warmup_steps, got {config['train']['steps']} and "
+                         f"{config['train']['warmup_steps']}")
     weighted = config["train"]["timesteps"] != "uniform" or config["train"]["weighting"] != "none"
     if weighted and (config["schedule"]["name"] == "rectified_flow" or "distill" in config):
         raise ValueError(f"{path}: train.timesteps and train.weighting change the denoising loss on a DDPM schedule; "

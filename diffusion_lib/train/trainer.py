@@ -6,7 +6,8 @@ Each optimisation step (Ho et al. 2020, Algorithm 1):
     each condition is replaced by "no condition" with probability cond_dropout (classifier-free guidance)
     t ~ Uniform{0..T-1}, ε ~ N(0, I)                     (see diffusion_lib.losses)
     loss ← mean ‖model(x_t, t, label) - ε‖²              (bf16 autocast on CUDA; fp16 + loss scaling without bf16)
-    lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up)
+    lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up; then constant, or a cosine decay to
+                                                          lr / 10 at decay_steps)
     gradient, clipped to norm ``grad_clip``, then one AdamW step (PyTorch's fused kernel)
     EMA ← decay · EMA + (1 - decay) · weights            (decay warmed up as min(decay, (1 + step) / (10 + step)))
 
@@ -83,6 +84,9 @@ class Trainer:
         lr: peak learning rate of AdamW, > 0.
         weight_decay: AdamW's decoupled weight decay, >= 0.
         warmup_steps: steps of linear learning-rate warm-up (0: none).
+        decay_steps: None: the learning rate stays at ``lr`` after the warm-up. An int > ``warmup_steps``: it then
+            follows a half cosine from ``lr`` down to ``lr / 10``, reached at step ``decay_steps`` and kept after
+            (:meth:`lr_at`).
         grad_clip: clip the gradient's global L2 norm to this value; None disables it.
         parameterization: the model's target, "eps", "x0" or "v"; on the rectified-flow path also "flow".
         ema_decay: decay of the exponential moving average of the weights kept in :attr:`ema_model`; None: no EMA.
@@ -120,6 +124,7 @@ class Trainer:
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        decay_steps: int | None = None,
         grad_clip: float | None = 1.0,
         parameterization: str = "eps",
         ema_decay: float | None = None,
@@ -154,6 +159,8 @@ class Trainer:
         for name, value, low in (("batch_size", batch_size, 1), ("warmup_steps", warmup_steps, 0), ("seed", seed, 0),
                                  ("log_every", log_every, 1), ("n_buckets", n_buckets, 1)):
             check_int(name, value, low=low)
+        if decay_steps is not None:
+            check_int("decay_steps", decay_steps, low=warmup_steps + 1)
         check_real("lr", lr, low=0, low_open=True)
         check_real("weight_decay", weight_decay, low=0)
         if grad_clip is not None:
@@ -186,6 +193,7 @@ class Trainer:
         self.coupling = None if coupling is None else coupling.to(self.device, self.data.dtype)
         self.cond_dropout = float(cond_dropout)
         self.batch_size, self.lr, self.warmup_steps = batch_size, float(lr), warmup_steps
+        self.decay_steps = decay_steps
         self.grad_clip, self.parameterization, self.ema_decay = grad_clip, parameterization, ema_decay
         self.seed, self.log_every, self.n_buckets = seed, log_every, n_buckets
         self.amp = _resolve_amp(amp, self.device)
@@ -213,10 +221,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def lr_at(self, step: int) -> float:
-        """Learning rate of optimisation step ``step`` (0-indexed): linear warm-up, then constant."""
-        if self.warmup_steps == 0:
+        """Learning rate of optimisation step ``step`` (0-indexed): linear warm-up, then constant; or, with
+        ``decay_steps``, ``lr · (0.1 + 0.9 · (1 + cos(π p)) / 2)`` with p = (step - warmup_steps) / (decay_steps -
+        warmup_steps) clipped to [0, 1]."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.decay_steps is None:
             return self.lr
-        return self.lr * min(1.0, (step + 1) / self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / (self.decay_steps - self.warmup_steps))
+        return self.lr * (0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2)
 
     def ema_decay_at(self, step: int) -> float:
         """EMA decay used after step ``step``: ``min(ema_decay, (1 + step) / (10 + step))``, so that the average
@@ -398,6 +411,7 @@ class Trainer:
         record = {**(meta or {}), "step": self.step, "train_seconds": round(self.train_seconds, 1),
                   "optimizer_param_groups": optimizer_groups(self.optimizer),
                   "trainer": {"batch_size": self.batch_size, "lr": self.lr, "warmup_steps": self.warmup_steps,
+                              "decay_steps": self.decay_steps,
                               "grad_clip": self.grad_clip, "parameterization": self.parameterization,
                               "ema_decay": self.ema_decay, "amp": self.amp, "seed": self.seed},
                   "final_loss": self.history[-1] if self.history else None}
