@@ -62,6 +62,7 @@ VARIANTS = {  # name → changes to BASE, table by table
     "v_lognormal": {"train": {"timesteps": "lognormal"}},  # EDM's noise levels (v is EDM's preconditioning at σ_data 1)
     "v_minsnr": {"train": {"weighting": "min_snr"}},
     "v_wide": {"model": {"ch": 96}},
+    "v_deep": {"model": {"num_res_blocks": 2}},
     "v_batch128": {"train": {"batch_size": 128}},
     "v_ema9995": {"train": {"ema_decay": 0.9995}},
     "v_lr2e-3": {"train": {"lr": 2e-3}},
