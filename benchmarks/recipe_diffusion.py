@@ -4,7 +4,8 @@
     python benchmarks/recipe_diffusion.py run VARIANT [--minutes 7.5 15 30] [--runs runs/recipe_diffusion]
     python benchmarks/recipe_diffusion.py measure [VARIANT ...] [--runs runs/recipe_diffusion]
     python benchmarks/recipe_diffusion.py speed [VARIANT ...]
-    python benchmarks/recipe_diffusion.py table
+    python benchmarks/recipe_diffusion.py table      # the table of benchmarks/RESULTS.md
+    python benchmarks/recipe_diffusion.py summary    # every variant's marks in one file, for chapter 08's figure
 
 The text variants (:data:`VARIANTS`) change one thing each in :data:`BASE`; the two category variants
 (:data:`CATEGORY_VARIANTS`) put a DiT against the U-Net on the same latents, conditioned on the category (the DiT
@@ -20,6 +21,9 @@ name, DPM-Solver++(2M) 20 steps at guidance :data:`GUIDANCE`, and scores them in
 precision and recall of the training names' samples against the training images
 (:func:`diffusion_lib.evaluation.emoji.sample_quality`). Results go to ``benchmarks/results/recipe_diffusion/``.
 
+``summary`` gathers every variant's marks, each with its idle CPU minutes (steps x the variant's step time), into
+``diffusion_lib/pretrained/results/recipe_diffusion.json``, which the chapter "Colour images: emoji" plots.
+
 Other work shares the machine while a sweep runs, so the minutes of a mark are not comparable between variants;
 their steps are. ``speed`` times each variant's step alone on one thread, and the table puts each mark at steps x
 that time.
@@ -34,7 +38,7 @@ import math
 from pathlib import Path
 
 import torch
-from record import machine, median_seconds, write_json
+from record import SHIPPED_RESULTS, machine, median_seconds, write_json
 
 from diffusion_lib.data.emoji import STYLES, load_emoji
 from diffusion_lib.evaluation.emoji import emoji_reference, sample_quality
@@ -230,6 +234,24 @@ def table() -> None:
                   + " | ".join(cells) + " |")
 
 
+def summary() -> None:
+    per_step = json.loads((RESULTS / "speed.json").read_text())["seconds_per_step"]
+    variants = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.stem == "speed":
+            continue
+        entry = json.loads(path.read_text())
+        name = entry["variant"]
+        marks = sorted(entry["marks"], key=lambda m: m["steps"])
+        variants[name] = {"changes": CATEGORY_VARIANTS.get(name, VARIANTS.get(name)),
+                          "category": name in CATEGORY_VARIANTS, "seconds_per_step": per_step[name],
+                          "marks": [{**m, "idle_minutes": round(m["steps"] * per_step[name] / 60, 2)} for m in marks]}
+    write_json(SHIPPED_RESULTS / "recipe_diffusion.json",
+               {"base": BASE, "category_base": CATEGORY_BASE, "guidance": GUIDANCE, "steps": STEPS,
+                "name_count": NAME_COUNT, "variants": variants,
+                "command": "python benchmarks/recipe_diffusion.py summary"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +265,7 @@ def main() -> None:
     timed = commands.add_parser("speed")
     timed.add_argument("variants", nargs="*", default=sorted(ALL_VARIANTS))
     commands.add_parser("table")
+    commands.add_parser("summary")
     args = parser.parse_args()
     if args.command == "run":
         run(args.variant, args.minutes, args.runs)
@@ -250,8 +273,10 @@ def main() -> None:
         measure(args.variants, args.runs)
     elif args.command == "speed":
         speed(args.variants)
-    else:
+    elif args.command == "table":
         table()
+    else:
+        summary()
 
 
 if __name__ == "__main__":
