@@ -1,6 +1,8 @@
 """The cascade's super-resolution model: a fully convolutional U-Net that reads the noise level of its condition,
 the training batches (crops, noise-conditioning augmentation), the config keys and the one-call cascade."""
 
+import json
+
 import pytest
 import torch
 
@@ -142,7 +144,7 @@ def test_upscale_samples_at_the_side_of_its_noise_and_checks_its_inputs():
 
 
 def test_a_config_trains_a_super_resolution_model_on_crops_with_noise_augmentation(tmp_path):
-    from diffusion_lib.recipes.diffusion import build, make_trainer
+    from diffusion_lib.recipes.diffusion import build, export_denoiser, make_trainer
     from diffusion_lib.train.config import read_config
 
     config_file = tmp_path / "sr.toml"
@@ -156,9 +158,14 @@ def test_a_config_trains_a_super_resolution_model_on_crops_with_noise_augmentati
     unet = built.model.config
     assert (unet.image_size, unet.fully_convolutional, unet.noise_level_conditioning, unet.cond_channels) == \
         (8, True, True, 3)
+    assert torch.equal(built.cond["noise_level"], torch.zeros(64, dtype=torch.long))  # clean; training draws levels
     trainer = make_trainer(config, built, torch.device("cpu"))
     assert (trainer.batch_transform.crop, trainer.batch_transform.max_level) == (8, 250)
     trainer.fit(2)
+    out = tmp_path / "out"
+    export_denoiser(trainer, out, {"config": config, "steps": 2}, test_data=(built.images[:8], {
+        k: v[:8] for k, v in built.cond.items()}))
+    assert json.loads(out.with_suffix(".json").read_text())["test_loss"] > 0  # the test loss reads a clean condition
     for change, message in (
             (("crop = 8\n", ""), None),
             (("fully_convolutional = true\n", ""), r"data\.crop trains on windows and samples whole images; it needs a "

@@ -264,7 +264,8 @@ def captioned(config: dict[str, dict[str, Any]]) -> bool:
 
 def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, labels):
     """The ``cond`` of each example for a config: class labels, tokenised captions, the low-resolution image of a
-    super-resolution model, a ControlNet's captions and controls (``images`` then are the pixel images), or None."""
+    super-resolution model (with noise level 0 where it has noise-conditioning augmentation), a ControlNet's captions
+    and controls (``images`` then are the pixel images), or None."""
     if "control" in config:  # the captions, and where each (pixel) image is drawn
         drawn = emoji_silhouettes if config["data"]["dataset"] == "emoji" else silhouettes
         return {k: v.cpu() for k, v in model.encode(labels, drawn(images)).items()}
@@ -273,7 +274,10 @@ def condition(config: dict[str, dict[str, Any]], model, images: torch.Tensor, la
     if config["data"]["class_conditional"]:
         return labels
     if config["data"]["low_resolution"]:
-        return {"image": degrade(images, config["data"]["low_resolution"])}
+        degraded = {"image": degrade(images, config["data"]["low_resolution"])}
+        if config["data"]["noise_augmentation"] >= 0:  # a clean condition (training draws its own levels)
+            degraded["noise_level"] = torch.zeros(len(images), dtype=torch.long)
+        return degraded
     return None
 
 
