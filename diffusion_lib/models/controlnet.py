@@ -1,5 +1,5 @@
 """Control by an image (ControlNet, Zhang et al. 2023): a frozen text-to-image U-Net steered by a trainable copy of
-its encoder that also sees a control image.
+its encoder that also sees a control image::
 
     control image c (B, C_c, S_c, S_c) ──hint: conv─SiLU─(stride-2 conv─SiLU while S_c > S)─conv─SiLU─zero conv──▶
         (B, ch, S, S) ─┐

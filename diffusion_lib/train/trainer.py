@@ -6,8 +6,7 @@ Each optimisation step (Ho et al. 2020, Algorithm 1):
     each condition is replaced by "no condition" with probability cond_dropout (classifier-free guidance)
     t ~ Uniform{0..T-1}, ε ~ N(0, I)                     (see diffusion_lib.losses)
     loss ← mean ‖model(x_t, t, label) - ε‖²              (bf16 autocast on CUDA; fp16 + loss scaling without bf16)
-    lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up; then constant, or a cosine decay to
-                                                          lr / 10 at decay_steps)
+    lr ← lr · min(1, (step + 1) / warmup_steps)          (linear warm-up; then constant, or cosine to lr / 10)
     gradient, clipped to norm ``grad_clip``, then one AdamW step (PyTorch's fused kernel)
     EMA ← decay · EMA + (1 - decay) · weights            (decay warmed up as min(decay, (1 + step) / (10 + step)))
 
