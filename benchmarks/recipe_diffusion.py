@@ -83,6 +83,9 @@ CATEGORY_VARIANTS = {  # name → tables replaced in CATEGORY_BASE
                                "depth": 6, "num_heads": 6, "dropout": 0.1}},
 }
 ALL_VARIANTS = (*VARIANTS, *CATEGORY_VARIANTS)
+SAME_STEP_AS_V = ("v_lognormal", "v_minsnr", "v_ema9995", "v_lr2e-3", "v_cosine")
+"""Variants whose step is v's step (same network, batch and data; a weighting or a schedule costs nothing): they take
+v's step time, so that their marks fall at v's steps (two timings of one step differ by up to 8%)."""
 NAME_COUNT, GUIDANCE, STEPS = 256, 4.0, 20
 CHECKPOINT_EVERY = 500  # steps between the resumable states of a run
 
@@ -112,6 +115,11 @@ def toml_text(config: dict) -> str:
                      for table, values in config.items())
 
 
+def step_time_of(variant: str) -> str:
+    """The variant whose measured step time ``variant`` uses: v for :data:`SAME_STEP_AS_V`, else itself."""
+    return "v" if variant in SAME_STEP_AS_V else variant
+
+
 def steps_at(variant: str, minutes: float) -> int:
     """The steps that ``minutes`` of one idle CPU thread train of ``variant`` (its step time from ``speed``)."""
     speed_file = RESULTS / "speed.json"
@@ -121,7 +129,7 @@ def steps_at(variant: str, minutes: float) -> int:
     per_step = json.loads(speed_file.read_text())["seconds_per_step"]
     if variant not in per_step:
         raise SystemExit(f"{speed_file} has no step time of {variant!r}: run the speed command again")
-    return math.ceil(60 * minutes / per_step[variant])
+    return math.ceil(60 * minutes / per_step[step_time_of(variant)])
 
 
 def run(variant: str, minutes: list[float], runs: Path) -> None:
@@ -228,7 +236,7 @@ def table() -> None:
             named = ("train_top5", "test_top5") if "train_top5" in m else ("conditional_accuracy",)
             cells = [f"{m[k][0]:.3f} [{m[k][1]:.3f}, {m[k][2]:.3f}]" for k in named] + [""] * (2 - len(named))
             cells += [f"{m[k][0]:.3g} [{m[k][1]:.3g}, {m[k][2]:.3g}]" for k in ("fd", "precision", "recall")]
-            alone = per_step.get(entry["variant"])
+            alone = per_step.get(step_time_of(entry["variant"]))
             idle = f", {m['steps'] * alone / 60:.0f}" if alone else ""
             print(f"| {entry['variant']} | {alone or '–'} | {m['minutes']:g} min: {m['steps']:,}{idle} | "
                   + " | ".join(cells) + " |")
@@ -244,8 +252,9 @@ def summary() -> None:
         name = entry["variant"]
         marks = sorted(entry["marks"], key=lambda m: m["steps"])
         variants[name] = {"changes": CATEGORY_VARIANTS.get(name, VARIANTS.get(name)),
-                          "category": name in CATEGORY_VARIANTS, "seconds_per_step": per_step[name],
-                          "marks": [{**m, "idle_minutes": round(m["steps"] * per_step[name] / 60, 2)} for m in marks]}
+                          "category": name in CATEGORY_VARIANTS, "seconds_per_step": per_step[step_time_of(name)],
+                          "marks": [{**m, "idle_minutes": round(m["steps"] * per_step[step_time_of(name)] / 60, 2)}
+                                    for m in marks]}
     write_json(SHIPPED_RESULTS / "recipe_diffusion.json",
                {"base": BASE, "category_base": CATEGORY_BASE, "guidance": GUIDANCE, "steps": STEPS,
                 "name_count": NAME_COUNT, "variants": variants,
