@@ -1,24 +1,21 @@
-"""Re-execute the book's notebooks and store their outputs, or check that the stored figures are still what the code
-draws.
+"""Re-execute the book's notebooks and store their outputs.
 
     python scripts/refresh_notebooks.py                 # every notebook under book/: execute and store the outputs
     python scripts/refresh_notebooks.py book/02_forward_diffusion.ipynb
-    python scripts/refresh_notebooks.py --check         # execute every notebook and compare its figures, store nothing
     python scripts/refresh_notebooks.py --time full     # on a GPU: each notebook's run time in the full budget
 
 Outputs are made in the quick budget (DIFFUSION_BUDGET=quick) on the CPU, with each notebook's fixed seeds, so that
 `pytest --nbval` on a CPU reproduces them. Widget state is not stored: the static site cannot run a kernel, so each
 chapter shows a JavaScript animation where Jupyter and Colab show a slider.
 
-nbval compares text outputs but skips images, so ``--check`` does the images: every stored PNG must be drawn again,
-in the same cell and order, with the same size, and with pixels that agree (see :func:`figure_difference`). It exits
-1 and names the cell when a figure is missing, new, resized or changed.
+nbval compares text outputs but skips images; the repository's ``conftest.py`` compares them in the same test run,
+with :func:`figure_difference`: every stored PNG must be drawn again, in the same cell and order, with the same size,
+and with pixels that agree.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import io
 import os
 import sys
@@ -54,13 +51,6 @@ def execute(path: Path, timeout: int = 600) -> tuple[nbformat.NotebookNode, floa
     return notebook, time.perf_counter() - start
 
 
-def figures(notebook: nbformat.NotebookNode) -> list[tuple[int, bytes]]:
-    """Every PNG output of the notebook, in order, as (cell index, PNG bytes)."""
-    return [(index, base64.b64decode(output["data"]["image/png"]))
-            for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-            for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
-
-
 def figure_difference(stored: bytes, drawn: bytes) -> str | None:
     """None when two PNGs show the same figure, else what differs: the size, or the fraction of pixels that moved by
     more than ``CHANGED`` levels (allowed: ``MAX_CHANGED``)."""
@@ -70,20 +60,6 @@ def figure_difference(stored: bytes, drawn: bytes) -> str | None:
         return f"size {a.shape[1]}x{a.shape[0]} is now {b.shape[1]}x{b.shape[0]}"
     changed = float((np.abs(a - b).max(axis=-1) > CHANGED).mean())
     return None if changed <= MAX_CHANGED else f"{changed:.2%} of the pixels changed"
-
-
-def check(path: Path) -> list[str]:
-    """Execute ``path`` and compare its figures with the stored ones; the problems found (empty: all true)."""
-    drawn, _ = execute(path)
-    old, new = figures(nbformat.read(path, as_version=4)), figures(drawn)
-    if [cell for cell, _ in old] != [cell for cell, _ in new]:
-        return [f"figures in cells {[cell for cell, _ in old]} are now in cells {[cell for cell, _ in new]}"]
-    problems = []
-    for (cell, stored), (_, png) in zip(old, new, strict=True):
-        difference = figure_difference(stored, png)
-        if difference:
-            problems.append(f"cell {cell}: {difference}")
-    return problems
 
 
 def time_notebooks(paths: list[Path], budget: str) -> int:
@@ -110,7 +86,6 @@ def time_notebooks(paths: list[Path], budget: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="notebooks to refresh (default: all under book/)")
-    parser.add_argument("--check", action="store_true", help="compare the figures with the stored ones, store nothing")
     parser.add_argument("--time", choices=("quick", "full"), help="execute in this budget on this machine's device "
                         "(its GPU, if it has one) and print each notebook's run time; compare and store nothing")
     args = parser.parse_args(argv)
@@ -118,24 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return time_notebooks(args.notebooks or sorted(BOOK.glob("*.ipynb")), args.time)
     os.environ["DIFFUSION_BUDGET"] = "quick"
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    failing = 0
     for path in args.notebooks or sorted(BOOK.glob("*.ipynb")):
-        if args.check:
-            start = time.perf_counter()
-            problems = check(path)
-            failing += bool(problems)
-            print(f"{'FAIL' if problems else 'ok':4} {path}: {len(figures(nbformat.read(path, as_version=4)))} "
-                  f"figures, {time.perf_counter() - start:.1f} s", flush=True)
-            for problem in problems:
-                print(f"       {problem}", flush=True)
-        else:
-            notebook, seconds = execute(path)
-            nbformat.write(notebook, path)
-            print(f"{path}: {seconds:.1f} s", flush=True)
-    if args.check:
-        print("every stored figure is what the code draws now" if not failing else
-              f"{failing} notebooks have stale figures: run python scripts/refresh_notebooks.py on them")
-    return 1 if failing else 0
+        notebook, seconds = execute(path)
+        nbformat.write(notebook, path)
+        print(f"{path}: {seconds:.1f} s", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

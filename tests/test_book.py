@@ -199,9 +199,53 @@ def test_the_figure_check_tolerates_a_few_edge_pixels_and_catches_a_changed_plot
     assert refresh.figure_difference(_png(image), _png(image[:90])) == "size 200x100 is now 200x90"
 
 
+@pytest.mark.slow
+def test_the_notebook_tests_fail_when_a_stored_figure_is_no_longer_what_the_code_draws(tmp_path):
+    """conftest.py compares every figure a cell draws with the stored one as nbval runs the cell: a notebook stored
+    with its own outputs passes; the same notebook with one figure altered, or with a figure too many, fails and
+    names the cell."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([0, 1], [0, 1])\nplt.show()"),
+        nbformat.v4.new_code_cell("print('no figure here')")])
+    path = tmp_path / "figure.ipynb"
+    nbformat.write(notebook, path)
+    stored, _ = _refresh_script().execute(path)
+    nbformat.write(stored, path)
+
+    def run_tests() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "--nbval",
+                               "--nbval-current-env", "-q", str(path)], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    assert run_tests().returncode == 0
+    figure = stored.cells[0].outputs[-1]
+    drawn = figure["data"]["image/png"]
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(drawn))).convert("RGB")).copy()
+    pixels[: pixels.shape[0] // 4] = 0  # a quarter of the figure painted over
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    figure["data"]["image/png"] = base64.b64encode(buffer.getvalue()).decode()
+    nbformat.write(stored, path)
+    failed = run_tests()
+    assert failed.returncode == 1
+    assert "Cell 0" in failed.stdout and "a stored figure is no longer what the code draws (figure 1:" in failed.stdout
+    figure["data"]["image/png"] = drawn
+    stored.cells[1].outputs.append(nbformat.v4.new_output("display_data", data={"image/png": drawn}))
+    nbformat.write(stored, path)  # the first cell right again, a figure stored where the code draws none
+    failed = run_tests()
+    assert failed.returncode == 1
+    assert "Cell 1" in failed.stdout and "the cell stores 1 figures and drew 0" in failed.stdout
+
+
 def test_the_landing_page_opens_with_the_emoji_cover_and_the_cover_is_what_its_script_draws_now():
     """The cover is drawn by scripts/emoji_cover.py from the shipped text-to-emoji model; like a notebook's figures
-    (which refresh_notebooks.py --check compares), it must still be what the code draws."""
+    (which conftest.py compares as nbval runs them), it must still be what the code draws."""
     import importlib.util
     import io
 
@@ -241,12 +285,15 @@ def test_timing_runs_each_notebook_in_the_budget_asked_for_and_names_a_failing_o
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_stored_figure_has_an_opaque_background_so_it_reads_in_the_dark_theme(path):
     """A transparent figure shows black labels on the dark theme's near-black page; setup() paints figures white."""
+    import base64
     import io
 
     import numpy as np
     from PIL import Image
 
-    figures = _refresh_script().figures(nbformat.read(path, as_version=4))
+    figures = [(index, base64.b64decode(output["data"]["image/png"]))
+               for index, cell in enumerate(nbformat.read(path, as_version=4).cells) if cell.cell_type == "code"
+               for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
     for cell, png in figures:
         alpha = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3]
         assert alpha.min() == 255, f"cell {cell} of {path.name} has transparent pixels"
