@@ -5,10 +5,12 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 
 import pytest
 import torch
 
+from diffusion_lib import checkpoints
 from diffusion_lib.data import load_digits
 from diffusion_lib.distillation import (
     CLEAN,
@@ -328,3 +330,60 @@ def test_a_student_must_be_built_as_its_teacher(tmp_path):
     config.write_text(DISTILL.replace("TEACHER", "digits").replace("digits_small", "digits"))
     built = build(read_config(config), torch.device("cpu"))
     assert built.model.config == dataclasses.replace(built.teacher.config, dropout=0.0)
+
+
+STOP_AFTER_STEP = """
+import os
+import signal
+import sys
+
+from diffusion_lib.train import Trainer
+from diffusion_lib.train.command import main
+
+STOP_AT = int(sys.argv[1])
+train_step = Trainer.train_step
+
+
+def stopped_train_step(self):  # Ctrl-C arrives while step STOP_AT runs
+    loss = train_step(self)
+    if self.step == STOP_AT:
+        os.kill(os.getpid(), signal.SIGINT)
+    return loss
+
+
+Trainer.train_step = stopped_train_step
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_stop_in_the_last_step_of_a_round_still_writes_that_rounds_student(tmp_path):
+    """Ctrl-C during step 2, the end of the first round of a progressive distillation (4 -> 2 -> 1 steps, 2 steps a
+    round), in a real process: it exits 130 having saved the state and written the 4-step student, which is the
+    uninterrupted run's; a resumed run finishes the others. A state that ends a round whose student is missing (as
+    an older version left it) gets the student written on resuming."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "teacher.toml").write_text(TEACHER)
+    assert main([str(tmp_path / "teacher.toml"), "--out", str(tmp_path / "runs")]) == 0
+    config = tmp_path / "pd.toml"
+    config.write_text(DISTILL.replace("TEACHER", str(tmp_path / "runs" / "teacher-ema")))
+    assert main([str(config), "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "stopped"
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_AFTER_STEP)
+    stopped = subprocess.run([sys.executable, str(script), "2", str(config), "--out", str(out)], capture_output=True,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr
+    assert "SIGINT: stopped at step 2 of 6" in stopped.stderr and "Traceback" not in stopped.stderr
+
+    def same_weights(name: str) -> bool:
+        ours, theirs = load(out / name).model.state_dict(), load(tmp_path / "straight" / name).model.state_dict()
+        return all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+    assert same_weights("pd_4-ema") and not (out / "pd_2-ema.json").exists()
+    for file in checkpoints.files(out / "pd_4-ema"):
+        file.unlink()
+    assert main([str(config), "--out", str(out), "--resume"]) == 0
+    assert all(same_weights(name) for name in ("pd_4-ema", "pd_2-ema", "pd-ema"))

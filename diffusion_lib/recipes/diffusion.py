@@ -371,17 +371,21 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
         test_data = (test_images, condition(config, model, test_pixels, test_labels))
         rounds = round_exports(config, export_path, steps)
         with StopRequest() as stop:
-            for until in sorted({step for step, _, _ in rounds if step > trainer.step} | {steps}):
+            # a round that ended in the step a stop came in is exported before leaving; one whose end is the state
+            # a resumed run starts from (stopped there by an older version) is exported on resuming
+            for until in sorted({step for step, _, _ in rounds if step >= trainer.step} | {steps}):
+                before = trainer.step
                 trainer.fit(max(until - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
                             checkpoint_path=state_path, meta=meta, should_stop=stop)
-                if stop.received is not None:
-                    break
                 for step, student_steps, path in rounds:
-                    if step == until and rank == 0:
+                    written = all(file.is_file() for file in checkpoints.files(path))
+                    if step == until == trainer.step and rank == 0 and (trainer.step > before or not written):
                         export_denoiser(trainer, path, {**meta, "train_seconds": round(trainer.train_seconds, 1),
                                                         "sampler": {"name": "ddim", "steps": student_steps}},
                                         test_data=test_data)
                         print(f"step {step}: wrote the {student_steps}-step student {path}.*")
+                if stop.received is not None:
+                    break
         if stop.received is not None:
             if rank == 0:
                 print(f"{signal.Signals(stop.received).name}: stopped at step {trainer.step} of {steps} and saved "
