@@ -194,6 +194,23 @@ def test_a_controlnet_needs_a_text_to_image_base_with_its_schedule_and_target(tm
         build(read_config(config), torch.device("cpu"))
 
 
+def test_a_controlnet_starts_from_the_same_weights_whatever_the_global_random_state(tmp_path):
+    """Two fresh runs of one [control] config start from one network: its new parts (the hint network, the zero
+    convolutions' neighbours) are drawn from train.seed, as build() draws every other model's."""
+    from diffusion_lib.recipes.diffusion import build
+
+    config = tmp_path / "control.toml"
+    config.write_text(CONTROL.replace("BASE", "shapes_text"))
+    built = []
+    for outside in (1, 2):
+        torch.manual_seed(outside)  # whatever ran before in the process
+        built.append(build(read_config(config), torch.device("cpu")).model.state_dict())
+    assert all(torch.equal(built[0][k], built[1][k]) for k in built[0])
+    config.write_text(CONTROL.replace("BASE", "shapes_text").replace("cond_dropout", "seed = 1\ncond_dropout"))
+    reseeded = build(read_config(config), torch.device("cpu")).model.state_dict()
+    assert any(not torch.equal(built[0][k], reseeded[k]) for k in built[0])
+
+
 def test_a_latent_model_reads_a_pixel_control_halved_to_its_side():
     base = small_text_model()
     latent_unet = dataclasses.replace(base.config.unet, image_size=8, attn_resolutions=(4,))

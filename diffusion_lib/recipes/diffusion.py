@@ -200,6 +200,7 @@ def build_controlled(config: dict[str, dict[str, Any]], device: torch.device) ->
         raise ValueError(f"control.base: data.latent must be the base's, {theirs!r}; got {config['data']['latent']!r}")
     images, pixels, captions = controlled_data(config)
     control_size = pixels.shape[-1] if config["data"]["latent"] else None  # a latent model reads pixel controls
+    torch.manual_seed(config["train"]["seed"])  # the initial weights of the parts that do not copy the base
     model = ControlledTextUNet(ControlNetConfig(base.config, control_channels=1, control_size=control_size,
                                                 hint_channels=config["control"]["hint_channels"]))
     model.base.load_state_dict(base.state_dict())
