@@ -107,6 +107,34 @@ def test_resume_without_a_checkpoint_says_so_instead_of_starting_again(tmp_path,
     assert not (tmp_path / "runs" / "tiny.json").exists()
 
 
+def test_resume_with_another_config_is_refused_naming_each_change_and_changes_nothing(tmp_path, capsys):
+    """A resumed run must continue the training its state holds: only train.steps and train.checkpoint_every may
+    change. Anything else (here the learning rate and a [distill] table, as if the same-named config were switched to
+    a progressive distillation) is refused before any training, one line naming each change."""
+    config, out = _config(tmp_path), tmp_path / "runs"
+    assert main([str(config), "--out", str(out)]) == 0
+    config.write_text(TINY.replace("steps = 3", "steps = 5").replace("checkpoint_every = 2",
+                                                                                 "checkpoint_every = 1"))
+    assert main([str(config), "--out", str(out), "--resume"]) == 0  # more steps, saved more often: resumable
+    assert load(out / "tiny-ema")[2]["steps"] == 5
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    config.write_text(TINY.replace("steps = 3", "steps = 6\nlr = 5e-4\nparameterization = 'v'")
+                      + '\n[distill]\nmethod = "progressive"\nteacher = "digits"\nstudent_steps = 2\nround_steps = 3\n')
+    status, err = _run([str(config), "--out", str(out), "--resume"], capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"--resume: {out / 'tiny.json'} was trained with another config ([distill] added; " in err
+    assert "train.lr: 0.0002 -> 0.0005; train.parameterization: 'eps' -> 'v'" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_from_a_file_that_is_not_a_training_state_is_refused(tmp_path, capsys):
+    config, out = _config(tmp_path), tmp_path / "runs"
+    out.mkdir()
+    (out / "tiny.json").write_text("{ not json")
+    status, err = _run([str(config), "--out", str(out), "--resume"], capsys)
+    assert status == 2 and f"--resume: {out / 'tiny.json'} is not a training state this command wrote" in err
+
+
 def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
     status, err = _run([str(_config(tmp_path)), "--out", str(tmp_path), "--resume", "--overwrite"], capsys)
     assert status == 2 and "--resume and --overwrite contradict each other" in err

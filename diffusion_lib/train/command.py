@@ -14,10 +14,11 @@ round but the last (whose 1-step student is ``OUT/NAME-ema``), ``OUT/NAME_N-ema`
 samples in N steps.
 
 No run loses earlier work. A run whose checkpoints already exist in ``--out`` is refused unless ``--resume``
-(continue it; refused when there is nothing to resume) or ``--overwrite`` (start again) is given; ``--out`` is
-checked to be writable before training; and Ctrl-C or SIGTERM saves a resumable checkpoint after the current step,
-then exits with status 128 + the signal's number and one line saying so. A resumed run ends with the weights and the
-loss history of an uninterrupted one.
+(continue it; refused when there is nothing to resume, or when the config differs from the one the state was
+trained with beyond ``train.steps`` and ``train.checkpoint_every``) or ``--overwrite`` (start again) is given;
+``--out`` is checked to be writable before training; and Ctrl-C or SIGTERM saves a resumable checkpoint after the
+current step, then exits with status 128 + the signal's number and one line saying so. A resumed run ends with the
+weights and the loss history of an uninterrupted one.
 
 Several GPUs: ``torchrun --nproc_per_node=N -m diffusion_lib.train CONFIG.toml``. Each process trains on its slice of
 every global batch (``batch_size`` is the global batch); rank 0 logs and writes the checkpoints.
@@ -34,7 +35,7 @@ from pathlib import Path
 from diffusion_lib import checkpoints
 from diffusion_lib.recipes import diffusion, families
 from diffusion_lib.train.config import CONFIGS, config_path, is_family_config, read_config, read_family_config
-from diffusion_lib.train.runs import check_output_folder
+from diffusion_lib.train.runs import check_output_folder, check_resumable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds = [] if family else [path for _, _, path in diffusion.round_exports(config, outputs[1], steps)]
         check_output_folder(args.out, [checkpoints.files(p)[0] for p in outputs + rounds], resume=args.resume,
                             overwrite=args.overwrite)
+        if args.resume:
+            check_resumable(checkpoints.files(outputs[0])[0], config)
     except (ValueError, OSError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     command = "python -m diffusion_lib.train " + shlex.join([str(a) for a in (argv or sys.argv[1:])])

@@ -1,9 +1,11 @@
 """What keeps a training run from losing work: :func:`check_output_folder` refuses, before any training, a run that
-would overwrite earlier checkpoints or could not save its own; :class:`StopRequest` turns Ctrl-C and SIGTERM into a
-saved, resumable stop."""
+would overwrite earlier checkpoints or could not save its own; :func:`check_resumable` refuses to resume a training
+state with a config other than its own; :class:`StopRequest` turns Ctrl-C and SIGTERM into a saved, resumable
+stop."""
 
 from __future__ import annotations
 
+import json
 import signal
 import tempfile
 from pathlib import Path
@@ -38,6 +40,52 @@ def check_output_folder(out: Path, existing: list[Path], *, resume: bool, overwr
             pass
     except OSError as err:
         raise OSError(f"--out {out} is not a writable folder: {err.strerror or err}") from err
+
+
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "checkpoint_every")}
+"""The (table, key) of a config that a resumed run may change: how far it trains and how often it saves."""
+
+
+def config_changes(saved: dict[str, dict[str, Any]], config: dict[str, dict[str, Any]]) -> list[str]:
+    """What differs between the config a training state was saved with and ``config`` (both as
+    :func:`~diffusion_lib.train.config.read_config` returns them), as "table.key: SAVED -> NOW" lines; empty when a
+    resume would continue the same training. Keys of :data:`RESUMABLE_CHANGES` are not compared; a key that the
+    saved config lacks inside a table it has was added to the library after it was saved, and is not compared."""
+    changes = []
+    for table in sorted(set(saved) | set(config)):
+        if table not in saved or table not in config:
+            changes.append(f"[{table}] {'added' if table in config else 'removed'}")
+            continue
+        for key in sorted(saved[table]):
+            if (table, key) in RESUMABLE_CHANGES:
+                continue
+            if key not in config[table]:
+                changes.append(f"{table}.{key}: {saved[table][key]!r} -> (removed)")
+            elif saved[table][key] != list_of_tuples(config[table][key]):
+                changes.append(f"{table}.{key}: {saved[table][key]!r} -> {config[table][key]!r}")
+    return changes
+
+
+def list_of_tuples(value: Any) -> Any:
+    """``value`` as JSON stores it: a tuple (at any depth) becomes a list."""
+    return [list_of_tuples(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def check_resumable(state: Path, config: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before any training, to ``--resume`` the training state ``state`` (its JSON) with another config.
+
+    Raises:
+        ValueError: the state's JSON cannot be read, or it was saved with a config that differs from ``config``
+            (beyond :data:`RESUMABLE_CHANGES`): each difference is named.
+    """
+    try:
+        saved = json.loads(state.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume: {state} is not a training state this command wrote ({err})") from err
+    changes = config_changes(saved, config)
+    if changes:
+        raise ValueError(f"--resume: {state} was trained with another config ({'; '.join(changes)}): resume with the "
+                         "config it was trained with, or start again with --overwrite")
 
 
 class StopRequest:
