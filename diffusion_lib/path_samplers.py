@@ -104,7 +104,11 @@ class PathRun:
         for name, value in (("path", path), ("network_path", network_path or path)):
             if not isinstance(value, GaussianPath):
                 raise ValueError(f"{name} must be a GaussianPath, got {type(value).__name__}")
-        times = [float(t) for t in times]
+        try:
+            times = [float(t) for t in times]
+        except (TypeError, ValueError):
+            raise ValueError(f"times must be a strictly decreasing sequence of at least 2 times in [0, "
+                             f"{path.t_max:g}] (from the noise to the data), got {times!r}") from None
         if (len(times) < 2 or any(a <= b for a, b in itertools.pairwise(times)) or times[-1] < 0
                 or times[0] > path.t_max):
             raise ValueError(f"times must be a strictly decreasing sequence of at least 2 times in [0, "

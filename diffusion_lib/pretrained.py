@@ -105,6 +105,11 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if denoiser:
         model.clip_x0 = None if record["clip_x0"] is None else float(record["clip_x0"])
         model.parameterization = record.get("parameterization", "eps")  # older records: all ε models
+        trained = record.get("config", {}).get("train", {}).get("parameterization")
+        if trained is not None and trained != model.parameterization:
+            raise ValueError(f"{json_file}: parameterization is {model.parameterization!r} (or absent: 'eps') but "
+                             f"config.train.parameterization says the model was trained to predict {trained!r}; "
+                             "the record was edited after it was exported")
         allowed = PATH_PARAMETERIZATIONS if isinstance(schedule, RectifiedFlowPath) else PARAMETERIZATIONS
         if model.parameterization not in allowed:
             raise ValueError(f"{json_file}: parameterization must be one of {allowed}, got "

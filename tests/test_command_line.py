@@ -109,22 +109,35 @@ def test_resume_without_a_checkpoint_says_so_instead_of_starting_again(tmp_path,
 
 def test_resume_with_another_config_is_refused_naming_each_change_and_changes_nothing(tmp_path, capsys):
     """A resumed run must continue the training its state holds: only train.steps and train.checkpoint_every may
-    change. Anything else (here the learning rate and a [distill] table, as if the same-named config were switched to
-    a progressive distillation) is refused before any training, one line naming each change."""
+    change. Anything else (here the learning rate, the target and the network's dropout) is refused before any
+    training, one line naming each change."""
     config, out = _config(tmp_path), tmp_path / "runs"
     assert main([str(config), "--out", str(out)]) == 0
     config.write_text(TINY.replace("steps = 3", "steps = 5").replace("checkpoint_every = 2",
-                                                                                 "checkpoint_every = 1"))
+                                                                     "checkpoint_every = 1"))
     assert main([str(config), "--out", str(out), "--resume"]) == 0  # more steps, saved more often: resumable
     assert load(out / "tiny-ema")[2]["steps"] == 5
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     config.write_text(TINY.replace("steps = 3", "steps = 6\nlr = 5e-4\nparameterization = 'v'")
-                      + '\n[distill]\nmethod = "progressive"\nteacher = "digits"\nstudent_steps = 2\nround_steps = 3\n')
+                      .replace('preset = "digits_small"', 'preset = "digits_small"\ndropout = 0.2'))
     status, err = _run([str(config), "--out", str(out), "--resume"], capsys)
     assert status == 2 and err.count("\n") == 1, err
-    assert f"--resume: {out / 'tiny.json'} was trained with another config ([distill] added; " in err
-    assert "train.lr: 0.0002 -> 0.0005; train.parameterization: 'eps' -> 'v'" in err and "--overwrite" in err
+    assert (f"--resume: {out / 'tiny.json'} was trained with another config (model.dropout: (absent) -> 0.2; "
+            "train.lr: 0.0002 -> 0.0005; train.parameterization: 'eps' -> 'v')") in err and "--overwrite" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_the_changes_of_a_config_name_tables_and_keys_and_skip_what_a_resume_may_change():
+    from diffusion_lib.train.runs import config_changes
+
+    saved = {"train": {"steps": 3, "lr": 1e-3, "checkpoint_every": 2}, "model": {"ch_mult": [1, 2]}}
+    now = {"train": {"steps": 9, "lr": 1e-3, "checkpoint_every": 5}, "model": {"ch_mult": (1, 2)},
+           "distill": {"method": "progressive"}}
+    assert config_changes(saved, now) == ["[distill] added"]
+    assert config_changes(now, saved) == ["[distill] removed"]
+    assert config_changes(saved, {**now, "model": {"ch_mult": (1, 2, 2)}})[1] == \
+        "model.ch_mult: [1, 2] -> (1, 2, 2)"
+    assert config_changes({"data": {"mirror": True}}, {"data": {}}) == ["data.mirror: True -> (absent)"]
 
 
 def test_resume_from_a_file_that_is_not_a_training_state_is_refused(tmp_path, capsys):
@@ -279,6 +292,49 @@ def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint_and_exits_with_one_line(
     assert meta["step"] >= 1 and len(checkpoints.load(out / "tiny")[0]["history"]) == meta["step"]
     assert not (out / "tiny-ema.json").exists()
     assert main([str(config), "--out", str(out), "--resume", "--steps", str(meta["step"] + 1)]) == 0
+
+
+INTERRUPT_WHILE_LOADING = """
+import os
+import signal
+import sys
+
+from diffusion_lib.recipes import diffusion
+from diffusion_lib.train.command import main
+
+build = diffusion.build
+
+
+def interrupted_build(config, device):  # Ctrl-C arrives while the data and the model load
+    os.kill(os.getpid(), signal.SIGINT)
+    return build(config, device)
+
+
+diffusion.build = interrupted_build
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_data_and_model_load_exits_130_with_one_line_and_writes_nothing(tmp_path):
+    config, out = _config(tmp_path), tmp_path / "runs"
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_WHILE_LOADING)
+    result = subprocess.run([sys.executable, str(script), str(config), "--out", str(out)], capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT, timeout=300)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("SIGINT")]
+    assert len(lines) == 1 and "outside the training steps" in lines[0]
+    assert list(out.iterdir()) == []
+
+
+def test_a_record_whose_parameterization_was_dropped_is_refused_against_its_config(tmp_path):
+    """A v-prediction model's record re-saved without its parameterization would load as an ε model and sample
+    wrongly; the config in the record says what it was trained to predict."""
+    path = _export_copy(tmp_path, "emoji_text_v", lambda meta: meta.pop("parameterization"))
+    with pytest.raises(ValueError, match=r"emoji_text_v\.json: parameterization is 'eps' \(or absent: 'eps'\) but "
+                                         r"config\.train\.parameterization says the model was trained to predict 'v'"):
+        load(path)
 
 
 # --------------------------------------------------------------------------- checkpoints validated whole

@@ -186,11 +186,11 @@ def test_a_controlnet_needs_a_text_to_image_base_with_its_schedule_and_target(tm
     with pytest.raises(ValueError, match=r"control\.base: digits is a UNet; a ControlNet steers a text-to-image"):
         build(read_config(config), torch.device("cpu"))
     config.write_text(CONTROL.replace("BASE", "shapes_text") + '\n[schedule]\nname = "linear"\n')
-    with pytest.raises(ValueError, match=r"control\.base: \[schedule\] must be the base's"):
+    with pytest.raises(ValueError, match=r"control\.base: \[schedule\] must be that of shapes_text"):
         build(read_config(config), torch.device("cpu"))
     config.write_text(CONTROL.replace("BASE", "shapes_text").replace("cond_dropout", 'parameterization = "v"\n'
                                                                                     "cond_dropout"))
-    with pytest.raises(ValueError, match=r"control\.base: train\.parameterization must be the base's, 'eps'"):
+    with pytest.raises(ValueError, match=r"control\.base: train\.parameterization must be that of shapes_text, 'eps'"):
         build(read_config(config), torch.device("cpu"))
 
 
@@ -209,6 +209,16 @@ def test_a_controlnet_starts_from_the_same_weights_whatever_the_global_random_st
     config.write_text(CONTROL.replace("BASE", "shapes_text").replace("cond_dropout", "seed = 1\ncond_dropout"))
     reseeded = build(read_config(config), torch.device("cpu")).model.state_dict()
     assert any(not torch.equal(built[0][k], reseeded[k]) for k in built[0])
+
+
+def test_a_control_image_must_be_finite_and_in_range():
+    model = ControlledTextUNet(ControlNetConfig(small_text_model().config))
+    control = torch.zeros(1, 1, 16, 16)
+    assert model.encode(["a red circle"], control)["control"].shape == (1, 1, 16, 16)
+    for bad, got in ((control.clone().fill_(float("nan")), "values from 0 to 0 and NaN"),
+                     (control + 2, "values from 2 to 2"), (control.tolist(), "list")):
+        with pytest.raises(ValueError, match=rf"control must be control images in \[-1, 1\] \(no NaN\), got {got}"):
+            model.encode(["a red circle"], bad)
 
 
 def test_a_latent_model_reads_a_pixel_control_halved_to_its_side():

@@ -321,11 +321,11 @@ def test_a_student_must_be_built_as_its_teacher(tmp_path):
 
     config = tmp_path / "pd.toml"
     config.write_text(DISTILL.replace("TEACHER", "digits"))  # the shipped digits model is not digits_small
-    with pytest.raises(ValueError, match=r"distill\.teacher: the \[model\] table must build the teacher's network"):
+    with pytest.raises(ValueError, match=r"distill\.teacher: the \[model\] table must build the network of digits"):
         build(read_config(config), torch.device("cpu"))
     config.write_text(DISTILL.replace("TEACHER", "digits").replace("digits_small", "digits")
                       + '\n[schedule]\nname = "linear"\n')
-    with pytest.raises(ValueError, match=r"distill\.teacher: \[schedule\] must be the teacher's, name = 'cosine'"):
+    with pytest.raises(ValueError, match=r"distill\.teacher: \[schedule\] must be that of digits, name = 'cosine'"):
         build(read_config(config), torch.device("cpu"))
     config.write_text(DISTILL.replace("TEACHER", "digits").replace("digits_small", "digits"))
     built = build(read_config(config), torch.device("cpu"))

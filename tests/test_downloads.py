@@ -16,8 +16,20 @@ DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     delay = 0.0  # seconds between bytes; 0 sends the payload at once
+    header_delay = 0.0  # seconds between the bytes of the status line and headers; 0 sends them at once
 
     def do_GET(self):
+        if self.header_delay:
+            head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(PAYLOAD)}\r\n" + "X-Padding: slow\r\n" * 20 + "\r\n"
+            try:
+                for byte in head.encode():
+                    if self.server.stopping.is_set():
+                        return
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(self.header_delay)
+            except OSError:  # the client gave up
+                return
         self.send_response(200)
         self.send_header("Content-Length", str(len(PAYLOAD)))
         self.end_headers()
@@ -43,8 +55,8 @@ def serve():
     """serve(delay) starts an HTTP server on 127.0.0.1 that sends PAYLOAD a byte every `delay` s; returns its URL."""
     servers = []
 
-    def _serve(delay: float = 0.0) -> str:
-        handler = type("Handler", (_Handler,), {"delay": delay})
+    def _serve(delay: float = 0.0, header_delay: float = 0.0) -> str:
+        handler = type("Handler", (_Handler,), {"delay": delay, "header_delay": header_delay})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
         server.stopping = threading.Event()
@@ -112,6 +124,23 @@ def test_the_progress_bar_counts_every_byte_of_the_announced_size(tmp_path, serv
 def test_no_progress_bar_unless_asked(tmp_path, serve, bars):
     downloads.download(serve(), tmp_path / "payload.bin", DIGEST)
     assert [bar.shown for bar in bars] == [False]
+
+
+def test_a_server_that_trickles_its_headers_is_cut_off_at_the_deadline_too(tmp_path, serve):
+    """A byte of the status line and headers every 0.2 s (over 100 s for all of them), each within the per-read
+    timeout: the deadline of 1 s ends the call after about 1 s, leaving no file."""
+    url, target = serve(header_delay=0.2), tmp_path / "data" / "payload.bin"
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=rf"could not download {url} .*deadline of 1 s"):
+        downloads.download(url, target, DIGEST, timeout=2, deadline=1)
+    assert time.monotonic() - start < 3
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("inf"), float("nan"), "5", True])
+def test_timeout_must_be_a_positive_number(tmp_path, timeout):
+    with pytest.raises(ValueError, match=r"timeout must be a positive number of seconds, got"):
+        downloads.download("http://127.0.0.1:9/x", tmp_path / "x", DIGEST, timeout=timeout)
 
 
 def test_deadline_must_be_positive(tmp_path):

@@ -320,6 +320,41 @@ def test_the_shipped_file_is_what_write_arrays_makes_of_its_own_arrays(tmp_path)
     assert entries(again) == entries(emoji.SHIPPED)
 
 
+def test_a_damaged_or_replaced_emoji_file_is_refused_naming_it(tmp_path, monkeypatch):
+    """The shipped arrays are checked against their SHA-256, so a truncated, byte-flipped or re-zipped file (zeroed
+    images, another size) is refused by name; any other file must at least be a readable zip of the data set's
+    arrays with their shapes."""
+    good = emoji.SHIPPED.read_bytes()
+    with np.load(emoji.SHIPPED, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    shipped = tmp_path / "emoji32.npz"
+    monkeypatch.setattr(emoji, "SHIPPED", shipped)
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    zeroed = write_arrays({**arrays, "images": np.zeros_like(arrays["images"])}, tmp_path / "zeroed.npz")
+    small = write_arrays({**arrays, "images": arrays["images"][:, ::2, ::2]}, tmp_path / "small.npz")
+    for damaged in (good[: len(good) // 2], bytes(flipped), zeroed.read_bytes(), small.read_bytes()):
+        shipped.write_bytes(damaged)
+        with pytest.raises(ValueError, match=rf"{shipped} is not the shipped emoji data: its SHA-256 is"):
+            load_emoji("test")
+    shipped.write_bytes(good)
+    assert len(load_emoji("test")) == 769
+    for name, content in (("truncated.npz", good[: len(good) // 2]), ("flipped.npz", bytes(flipped))):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"{tmp_path / name} is not a readable emoji \.npz"):
+            load_emoji("test", path=tmp_path / name)
+    write_arrays({k: v for k, v in arrays.items() if k != "codes"}, tmp_path / "partial.npz")
+    with pytest.raises(ValueError, match=r"partial\.npz is not an emoji \.npz: it lacks the arrays \['codes'\]"):
+        load_emoji("test", path=tmp_path / "partial.npz")
+    write_arrays({**arrays, "images": arrays["images"][:, :30, :30]}, tmp_path / "odd.npz")
+    with pytest.raises(ValueError, match=r"odd\.npz: images must be uint8 \(N, S, S, 3\) with S in"):
+        load_emoji("test", path=tmp_path / "odd.npz")
+    write_arrays({**arrays, "style": arrays["style"][:-1]}, tmp_path / "short.npz")
+    with pytest.raises(ValueError, match=r"short\.npz: every per-image array must have one entry per image"):
+        load_emoji("test", path=tmp_path / "short.npz")
+    assert len(load_emoji("test", path=small)) == 769  # another size, well formed: what make_emoji.py writes
+
+
 def test_a_training_config_reads_emoji_with_categories_mirrored_copies_or_captions(tmp_path):
     from diffusion_lib.recipes.diffusion import load_data
     from diffusion_lib.train.config import read_config

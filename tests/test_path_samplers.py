@@ -223,6 +223,9 @@ def test_bad_arguments_are_named():
         sample_euler(denoiser, x, RF, [0.5, 0.7, 0.0])
     with pytest.raises(ValueError, match="times must be a strictly decreasing sequence"):
         sample_euler(denoiser, x, RF, [1.0])
+    for times in (None, 5, ["noise", 0.0]):
+        with pytest.raises(ValueError, match=r"times must be a strictly decreasing sequence .* got"):
+            sample_euler(denoiser, x, RF, times)
     with pytest.raises(ValueError, match="t must be 0"):
         sample_euler(denoiser, x, VP, [1.0, 0.0005, 0.0])
     with pytest.raises(ValueError, match="path must be a GaussianPath"):

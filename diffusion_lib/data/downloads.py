@@ -3,14 +3,18 @@
 `download` fetches a file once, verifies its SHA-256 and only then moves it into place (the atomic write and the
 hash of :mod:`diffusion_lib.checkpoints`), so a file at the target
 path is always complete and correct. A transfer has a deadline as a whole, not only a timeout per read, so a server
-that trickles bytes cannot hold a call forever. `read_idx` parses the IDX format of MNIST-like data sets.
+that trickles bytes, in its headers or its data, cannot hold a call forever. `read_idx` parses the IDX format of
+MNIST-like data sets.
 """
 
 import gzip
+import http.client
 import math
 import os
 import re
+import socket
 import struct
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,6 +46,56 @@ def _announced_size(response) -> int | None:
 
 class _Overdue(Exception):
     """The transfer passed its deadline."""
+
+
+class _Watchdog:
+    """Ends a transfer at its deadline wherever it waits: the sockets of its connections are shut down when the
+    timer fires, which ends a read that is waiting on the server (for a header line or for data) at once."""
+
+    def __init__(self):
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+        self._timer: threading.Timer | None = None
+
+    def start(self, seconds: float) -> None:
+        """(Re)arm the timer to fire ``seconds`` from now."""
+        self.stop()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired = True
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed
+                pass
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener whose HTTP and HTTPS connections register their sockets with this watchdog."""
+        watchdog = self
+
+        def watched(connection_class):
+            class Watched(connection_class):
+                def connect(self):
+                    super().connect()
+                    watchdog.sockets.append(self.sock)
+            return Watched
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(watched(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
 
 
 def _copy(response, out, stop_at: float, bar) -> None:
@@ -79,15 +133,16 @@ def download(
         timeout: seconds to wait for the server to answer, and for each read of the data.
         deadline: seconds for the whole transfer, from the request to the last byte. None: `timeout` plus the
             announced size (Content-Length) at `MIN_RATE` bytes per second, or `NO_SIZE_DEADLINE` seconds when the
-            server announces no size. It is checked between reads, so a transfer ends at most `timeout` seconds
-            after it.
+            server announces no size. A timer shuts the connection down when it passes, wherever the transfer
+            waits (the headers included).
         progress: show a ``tqdm.auto`` progress bar of the bytes received (total: the announced size).
 
     Returns:
         `path` as a Path.
 
     Raises:
-        ValueError: the downloaded data does not have the expected SHA-256, or `deadline` is not positive.
+        ValueError: the downloaded data does not have the expected SHA-256, or `timeout` or `deadline` is not a
+            positive number.
         TimeoutError: the transfer did not finish within the deadline (an OSError; the message names the URL and
             the deadline).
         OSError: the download failed.
@@ -96,8 +151,10 @@ def download(
     if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hexadecimal characters, got {sha256!r}")
     expected = sha256.lower()
-    if deadline is not None and not deadline > 0:
+    if deadline is not None and not (isinstance(deadline, int | float) and 0 < deadline < math.inf):
         raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline!r}")
+    if isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if path.is_file():
         if sha256_of(path) == expected:
             return path
@@ -107,22 +164,29 @@ def download(
     def fetch_and_verify(tmp: str) -> None:
         with open(tmp, "wb") as out:
             start = time.monotonic()
-            limit = deadline
+            limit = NO_SIZE_DEADLINE if deadline is None else deadline  # until the size is announced
+            watchdog = _Watchdog()
+            watchdog.start(limit)
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
+                with watchdog.opener().open(url, timeout=timeout) as response:
                     size = _announced_size(response)
-                    if limit is None:
-                        limit = NO_SIZE_DEADLINE if size is None else timeout + size / MIN_RATE
+                    if deadline is None and size is not None:
+                        limit = timeout + size / MIN_RATE
+                        watchdog.start(start + limit - time.monotonic())
                     with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
                               disable=not progress) as bar:
                         _copy(response, out, start + limit, bar)
-            except _Overdue:
-                raise TimeoutError(
-                    f"could not download {url} to {path}: not finished within the deadline of {limit:g} s "
-                    f"({out.tell()} bytes received)"
-                ) from None
-            except OSError as err:  # urllib.error.URLError and socket timeouts are OSErrors
+                if watchdog.fired:  # the socket was shut down: what arrived is cut short
+                    raise _Overdue
+            except (_Overdue, OSError, http.client.HTTPException) as err:
+                if watchdog.fired or isinstance(err, _Overdue):
+                    raise TimeoutError(
+                        f"could not download {url} to {path}: not finished within the deadline of {limit:g} s "
+                        f"({out.tell()} bytes received)"
+                    ) from None
                 raise OSError(f"could not download {url} to {path}: {err}") from err
+            finally:
+                watchdog.stop()
         actual = sha256_of(tmp)
         if actual != expected:
             raise ValueError(f"SHA-256 mismatch for {path.name} from {url}: expected {expected}, got {actual}")

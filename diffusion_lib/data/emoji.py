@@ -24,15 +24,17 @@ The arrays shipped in ``diffusion_lib/data/emoji/`` (licences and attribution be
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from diffusion_lib.checkpoints import atomic_write
+from diffusion_lib.checkpoints import atomic_write, sha256_of
 from diffusion_lib.checks import check_choice
 from diffusion_lib.data.downloads import download
 from diffusion_lib.data.emoji_sources import (
@@ -53,6 +55,11 @@ EXCLUDED_CATEGORIES = ("Flags", "Component")
 TEST_FRACTION = 0.1
 SPLIT_SEED = 0
 SHIPPED = Path(__file__).resolve().parent / "emoji" / "emoji32.npz"
+SHIPPED_SHA256 = "ee6a3b4e0b6823b7ac3aa9cb5da5824cc6e6fea4a53629fbcfec46676a2539aa"
+"""Of :data:`SHIPPED`, which ``scripts/make_emoji.py`` remakes byte for byte: checked whenever it is read."""
+PER_IMAGE = ("images", "captions", "style", "category", "subcategory", "emoji", "test")
+"""The arrays of an emoji ``.npz`` with one entry per image; the others name the styles, categories and codes."""
+NAMES = ("style_names", "category_names", "subcategory_names", "codes")
 SPLITS = ("train", "test", "all")
 SIZES = (16, 32, 64)
 STYLE_TITLES = {"noto": "Noto", "twemoji": "Twemoji", "fluent": "Fluent", "openmoji": "OpenMoji",
@@ -219,6 +226,47 @@ def silhouettes(images: torch.Tensor, threshold: float = BACKGROUND_DISTANCE) ->
     return drawn.to(images.dtype) * 2 - 1
 
 
+@functools.lru_cache(maxsize=4)
+def file_sha256(path: Path, modified_ns: int, size: int) -> str:
+    """The SHA-256 of ``path``, computed once per version of the file (its time stamp and size)."""
+    return sha256_of(path)
+
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an emoji ``.npz`` (as :func:`write_arrays` writes them), checked: the shipped file must have its
+    SHA-256, and any file the entries, shapes and types of the data set.
+
+    Raises:
+        ValueError: the file cannot be read as a zip of arrays, lacks an array, or holds arrays of the wrong shape or
+            type; the shipped file has another SHA-256. The message names the file.
+    """
+    path = Path(path)
+    if path.resolve() == SHIPPED:
+        stat = path.stat()
+        actual = file_sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
+        if actual != SHIPPED_SHA256:
+            raise ValueError(f"{path} is not the shipped emoji data: its SHA-256 is {actual}, not {SHIPPED_SHA256}; "
+                             "reinstall diffusion_lib, or remake it with python scripts/make_emoji.py")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path} is not a readable emoji .npz ({type(err).__name__}: {err}); remake it with python "
+                         "scripts/make_emoji.py") from None
+    missing = sorted(set(PER_IMAGE + NAMES) - set(arrays))
+    if missing:
+        raise ValueError(f"{path} is not an emoji .npz: it lacks the arrays {missing}")
+    images = arrays["images"]
+    if not (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == images.shape[2] in SIZES
+            and images.shape[3] == 3):
+        raise ValueError(f"{path}: images must be uint8 (N, S, S, 3) with S in {SIZES}, got {images.dtype} "
+                         f"{images.shape}")
+    lengths = {name: len(arrays[name]) for name in PER_IMAGE}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{path}: every per-image array must have one entry per image, got lengths {lengths}")
+    return arrays
+
+
 def load_emoji(split: str = "train", *, styles: tuple[str, ...] | list[str] = STYLES,
                path: str | Path | None = None) -> EmojiSet:
     """The emoji data set: ``split`` "train" (90% of the emoji), "test" (the other 10%, every style of them) or
@@ -234,8 +282,7 @@ def load_emoji(split: str = "train", *, styles: tuple[str, ...] | list[str] = ST
         raise ValueError(f"styles must be a non-empty list of distinct names from {STYLES}, got {styles!r}")
     for style in styles:
         check_choice("styles", style, STYLES)
-    with np.load(SHIPPED if path is None else path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    arrays = read_arrays(SHIPPED if path is None else path)
     keep = np.ones(len(arrays["test"]), dtype=bool) if split == "all" else arrays["test"] == (split == "test")
     names = arrays["style_names"].tolist()
     keep &= np.isin(arrays["style"], [names.index(style) for style in styles if style in names])

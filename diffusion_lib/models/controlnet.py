@@ -107,7 +107,16 @@ class ControlledTextUNet(nn.Module):
         return self
 
     def encode(self, captions: Sequence[str], control: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``cond`` for captions and control images (B, control_channels, S, S), on the model's device."""
+        """``cond`` for captions and control images (B, control_channels, S, S) in [-1, 1], on the model's device.
+
+        Raises:
+            ValueError: ``control`` is not a tensor of values in [-1, 1] (a NaN included).
+        """
+        if not isinstance(control, torch.Tensor) or not bool(((control >= -1) & (control <= 1)).all()):
+            got = type(control).__name__ if not isinstance(control, torch.Tensor) else (
+                f"values from {control.nan_to_num(nan=0.0).min().item():g} to "
+                f"{control.nan_to_num(nan=0.0).max().item():g}{' and NaN' if control.isnan().any() else ''}")
+            raise ValueError(f"control must be control images in [-1, 1] (no NaN), got {got}")
         cond = self.base.encode_prompts(captions)
         return {**cond, "control": control.to(cond["ids"].device)}
 

@@ -32,6 +32,7 @@ from diffusion_lib.models.unet import PRESETS, UNet
 from diffusion_lib.path_samplers import sample_dpmpp_2m_on_path, uniform_times
 from diffusion_lib.paths import RectifiedFlowPath
 from diffusion_lib.pretrained import load, process
+from diffusion_lib.recipes.preflight import check_config, check_emoji_names
 from diffusion_lib.schedules import NoiseSchedule
 from diffusion_lib.train import Trainer
 from diffusion_lib.train.config import SHAPES_TEST
@@ -65,11 +66,7 @@ def load_data(data: dict[str, Any], split: str = "train", *, captions: bool = Fa
             styles = [emoji.style_names[s] for s in emoji.style.tolist()]
             labels = labels + [in_style(p, style) for p, style in zip(labels, styles, strict=True)]
         if split == "train" and (data["hold_out"] or data["repeat_names"]):
-            for key in ("hold_out", "repeat_names"):
-                unknown = sorted(set(data[key]) - set(emoji.prompts))
-                if unknown:
-                    raise ValueError(f"data.{key}: {unknown} are not names of training emoji (as prompts: lower "
-                                     "case, no colons or commas)")
+            check_emoji_names(data, emoji.prompts)
             names = emoji.prompts * (2 if captions and data["style_prompts"] else 1)  # each image's emoji
             kept = [i for i, prompt in enumerate(names) if prompt not in data["hold_out"]]
             extra = [i for i, prompt in enumerate(names) if prompt in data["repeat_names"]]
@@ -109,8 +106,6 @@ def reflow_pairs(teacher_name: str, pairs: int, steps: int, seed: int, device: t
     model ``teacher_name`` takes them, by DPM-Solver++(2M) in ``steps`` steps along its path; the coupling that reflow
     (Liu et al. 2022) trains a straighter flow on."""
     teacher, path, _ = load(teacher_name, device=device)
-    if not isinstance(path, RectifiedFlowPath):
-        raise ValueError(f"data.reflow: {teacher_name} is not a flow-matching model (its schedule is {path!r})")
     config = teacher.config
     generator = torch.Generator().manual_seed(seed)
     x_1 = torch.randn(pairs, config.in_channels, config.image_size, config.image_size, generator=generator)
@@ -125,13 +120,13 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
     the rectified-flow path for ``schedule.name = "rectified_flow"``. With ``data.reflow`` the data are the teacher's
     :func:`reflow_pairs` and the model starts from the teacher's weights; with [distill] the model starts from the
     teacher's weights too, and the teacher comes back as ``teacher``; with [control], the model is a ControlNet on
-    the frozen base (:func:`build_controlled`)."""
+    the frozen base (:func:`build_controlled`). The config is checked against the models it names and its data's
+    shape first (:func:`~diffusion_lib.recipes.preflight.check_config`)."""
+    check_config(config)
     if "control" in config:
         return build_controlled(config, device)
     dit = config["model"].get("arch", "unet") == "dit"
     name = config["model"].get("preset")
-    if not dit and name not in PRESETS:
-        raise ValueError(f"unknown UNet preset {name!r}; the presets are {sorted(PRESETS)}")
     data = config["data"]
     if data["reflow"]:
         images, coupling = reflow_pairs(data["reflow"], data["reflow_pairs"], data["reflow_steps"],
@@ -169,35 +164,18 @@ def build(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
         model = UNet(dataclasses.replace(PRESETS[name], **overrides))
     model = model.to(device)
     if data["reflow"]:
-        teacher = load(data["reflow"]).model
-        if teacher.config != model.config:
-            raise ValueError(f"data.reflow: the [model] table must build the teacher's network to start from its "
-                             f"weights; got {model.config}, the teacher is {teacher.config}")
-        model.load_state_dict(teacher.state_dict())
+        model.load_state_dict(load(data["reflow"]).model.state_dict())
     schedule = process(config["schedule"]["name"], config["schedule"]["T"])
     teacher = start_from_teacher(config, model, device) if "distill" in config else None
     return Built(model, schedule, images, condition(config, model, images, labels), coupling, teacher)
 
 
 def build_controlled(config: dict[str, dict[str, Any]], device: torch.device) -> Built:
-    """A [control] config's model: a :class:`~diffusion_lib.models.controlnet.ControlledTextUNet` whose frozen base
-    is the shipped model ``control.base`` and whose trainable copy starts from its encoder, with the base's schedule,
-    the captioned training images and their ``cond`` (captions and control images)."""
-    name = config["control"]["base"]
-    base, schedule, record = load(name, device=device)
-    if not isinstance(base, TextConditionedUNet):
-        raise ValueError(f"control.base: {name} is a {type(base).__name__}; a ControlNet steers a text-to-image model "
-                         "(a TextConditionedUNet)")
-    theirs = record["config"]["schedule"]
-    if (theirs["name"], theirs["T"]) != (config["schedule"]["name"], config["schedule"]["T"]):
-        raise ValueError(f"control.base: [schedule] must be the base's, name = {theirs['name']!r}, T = {theirs['T']}; "
-                         f"got {config['schedule']}")
-    if base.parameterization != config["train"]["parameterization"]:
-        raise ValueError(f"control.base: train.parameterization must be the base's, {base.parameterization!r}; got "
-                         f"{config['train']['parameterization']!r}")
-    theirs = record["config"]["data"].get("latent", "")
-    if config["data"]["latent"] != theirs:
-        raise ValueError(f"control.base: data.latent must be the base's, {theirs!r}; got {config['data']['latent']!r}")
+    """A [control] config's model (checked by :func:`~diffusion_lib.recipes.preflight.check_base`): a
+    :class:`~diffusion_lib.models.controlnet.ControlledTextUNet` whose frozen base is the shipped model
+    ``control.base`` and whose trainable copy starts from its encoder, with the base's schedule, the captioned
+    training images and their ``cond`` (captions and control images)."""
+    base, schedule, _ = load(config["control"]["base"], device=device)
     images, pixels, captions = controlled_data(config)
     control_size = pixels.shape[-1] if config["data"]["latent"] else None  # a latent model reads pixel controls
     torch.manual_seed(config["train"]["seed"])  # the initial weights of the parts that do not copy the base
@@ -223,14 +201,10 @@ def start_from_teacher(config: dict[str, dict[str, Any]], student: torch.nn.Modu
     """Load the teacher of a [distill] config, check that the student has its network (dropout aside) and schedule,
     copy its weights into the student, and return it."""
     name = config["distill"]["teacher"]
-    teacher, _, record = load(name, device=device)
+    teacher = load(name, device=device).model
     if dataclasses.replace(teacher.config, dropout=0.0) != dataclasses.replace(student.config, dropout=0.0):
         raise ValueError(f"distill.teacher: the [model] table must build the teacher's network to start from its "
                          f"weights (dropout may differ); got {student.config}, {name} is {teacher.config}")
-    theirs = record["config"]["schedule"]
-    if (theirs["name"], theirs["T"]) != (config["schedule"]["name"], config["schedule"]["T"]):
-        raise ValueError(f"distill.teacher: [schedule] must be the teacher's, name = {theirs['name']!r}, "
-                         f"T = {theirs['T']}; got {config['schedule']}")
     student.load_state_dict(teacher.state_dict())
     return teacher
 

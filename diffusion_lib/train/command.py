@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from diffusion_lib import checkpoints
 from diffusion_lib.recipes import diffusion, families
+from diffusion_lib.recipes.preflight import check_config
 from diffusion_lib.train.config import CONFIGS, config_path, is_family_config, read_config, read_family_config
 from diffusion_lib.train.runs import check_output_folder, check_resumable
 
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps if args.steps is not None else config["train"]["steps"]
         if steps < 0:
             raise ValueError(f"--steps must be >= 0, got {steps}")
+        if not family:
+            try:
+                check_config(config)
+            except ValueError as err:
+                raise ValueError(f"{args.config}: {err}") from None
         if family and args.resume:
             raise ValueError("--resume: a [family] config trains in one go and cannot be resumed")
         rounds = [] if family else [path for _, _, path in diffusion.round_exports(config, outputs[1], steps)]
@@ -75,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     command = "python -m diffusion_lib.train " + shlex.join([str(a) for a in (argv or sys.argv[1:])])
-    if family:
-        return families.train_and_save(config, steps, outputs[0], command=command)
-    return diffusion.train_and_export(config, steps, *outputs, command=command, resume=args.resume)
+    try:
+        if family:
+            return families.train_and_save(config, steps, outputs[0], command=command)
+        return diffusion.train_and_export(config, steps, *outputs, command=command, resume=args.resume)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops by itself)
+        print(f"SIGINT: stopped while loading or writing, outside the training steps; every file in {args.out} is "
+              "whole (each is written beside its place, then moved there); run the command again (with --resume "
+              "if a training state was saved)", file=sys.stderr)
+        return 128 + signal.SIGINT

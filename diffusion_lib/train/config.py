@@ -81,7 +81,7 @@ from diffusion_lib.data.emoji import SIZES, STYLES
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
 from diffusion_lib.models.dit import DiTConfig
-from diffusion_lib.models.unet import UNetConfig
+from diffusion_lib.models.unet import PRESETS, UNetConfig
 from diffusion_lib.schedules import SCHEDULE_NAMES
 from diffusion_lib.train.objectives import TIMESTEPS, WEIGHTINGS
 from diffusion_lib.train.trainer import COMPILE_MODES
@@ -92,7 +92,9 @@ CAPTIONED = ("shapes", "emoji")  # the data sets with captions, which a [text] m
 SHAPES_TEST = (2000, 1)  # the shapes test set: 2,000 scenes drawn with seed 1 (training uses seed 0)
 PROCESSES = (*SCHEDULE_NAMES, "rectified_flow")  # schedule.name: a DDPM schedule, or flow matching's path
 DISTILL_METHODS = ("progressive", "consistency")
+DISTILL_KEYS = {"progressive": ("student_steps", "round_steps"), "consistency": ("grid_steps", "target_decay")}
 CONTROL_KINDS = ("silhouette",)
+TEXT_MODES = ("cross", "pooled")  # a [text] model's conditioning: cross-attention to every token, or one vector
 ARCHITECTURES = {"unet": UNetConfig, "dit": DiTConfig}  # model.arch -> the config its other keys are fields of
 
 # table -> key -> (accepted types, default); a default of ... means required.
@@ -185,6 +187,11 @@ LIMITS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.lognormal_std": (lambda v: v > 0, "a number > 0"),
     "train.parameterization": (lambda v: v in PATH_PARAMETERIZATIONS,
                                f"one of {PATH_PARAMETERIZATIONS} (the model's target)"),
+    "text.dim": (lambda v: v >= 1, "an int >= 1"),
+    "text.depth": (lambda v: v >= 1, "an int >= 1"),
+    "text.heads": (lambda v: v >= 1, "an int >= 1"),
+    "text.max_len": (lambda v: v >= 1, "an int >= 1"),
+    "text.mode": (lambda v: v in TEXT_MODES, f"one of {TEXT_MODES}"),
     "distill.method": (lambda v: v in DISTILL_METHODS, f"one of {DISTILL_METHODS}"),
     "control.kind": (lambda v: v in CONTROL_KINDS, f"one of {CONTROL_KINDS}"),
     "control.hint_channels": (lambda v: v >= 1, "an int >= 1"),
@@ -361,6 +368,18 @@ def read_config(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
                              f"noise), got train.parameterization = {config['train']['parameterization']!r}")
         if config["schedule"]["name"] == "rectified_flow" or config["data"]["reflow"] or "text" in config:
             raise ValueError(f"{path}: [distill] distils a denoiser on a DDPM schedule, without [text] or data.reflow")
+        distill, T = config["distill"], config["schedule"]["T"]
+        other = next(method for method in DISTILL_METHODS if method != distill["method"])
+        foreign = sorted(set(raw["distill"]) & set(DISTILL_KEYS[other]))
+        if foreign:
+            raise ValueError(f"{path}: distill.{foreign[0]} is a setting of method = {other!r}; this config distils "
+                             f"with method = {distill['method']!r}: remove it")
+        if distill["method"] == "progressive" and 2 * distill["student_steps"] > T:
+            raise ValueError(f"{path}: distill.student_steps: the first student's teacher takes twice its steps on "
+                             f"the schedule's {T} timesteps, so it must be <= {T // 2}; got {distill['student_steps']}")
+        if distill["method"] == "consistency" and distill["grid_steps"] > T:
+            raise ValueError(f"{path}: distill.grid_steps: the grid is drawn from the schedule's {T} timesteps, so it "
+                             f"must be <= {T}; got {distill['grid_steps']}")
     return config
 
 
@@ -385,6 +404,9 @@ def _check_model(path: Path, model: dict[str, Any], text: bool) -> dict[str, Any
         raise ValueError(f"{path}: model.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     if arch == "unet" and not isinstance(model.get("preset"), str):
         raise ValueError(f"{path}: missing required key model.preset (a string)")
+    if arch == "unet" and model["preset"] not in PRESETS:
+        raise ValueError(f"{path}: model.preset: unknown U-Net preset {model['preset']!r}; the presets are "
+                         f"{sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(ARCHITECTURES[arch])}
     named = "arch, preset" if arch == "unet" else "arch"
     for key in model:

@@ -49,21 +49,31 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "checkpoint_every")}
 def config_changes(saved: dict[str, dict[str, Any]], config: dict[str, dict[str, Any]]) -> list[str]:
     """What differs between the config a training state was saved with and ``config`` (both as
     :func:`~diffusion_lib.train.config.read_config` returns them), as "table.key: SAVED -> NOW" lines; empty when a
-    resume would continue the same training. Keys of :data:`RESUMABLE_CHANGES` are not compared; a key that the
-    saved config lacks inside a table it has was added to the library after it was saved, and is not compared."""
+    resume would continue the same training. Keys of :data:`RESUMABLE_CHANGES` are not compared. The [model] table
+    holds only the keys given (the rest come from the preset), so a key added or removed there is a change; the
+    other tables are filled with defaults, so a key the saved table lacks was added to the library after it was
+    saved, and is not compared."""
     changes = []
     for table in sorted(set(saved) | set(config)):
         if table not in saved or table not in config:
             changes.append(f"[{table}] {'added' if table in config else 'removed'}")
             continue
-        for key in sorted(saved[table]):
-            if (table, key) in RESUMABLE_CHANGES:
-                continue
-            if key not in config[table]:
-                changes.append(f"{table}.{key}: {saved[table][key]!r} -> (removed)")
-            elif saved[table][key] != list_of_tuples(config[table][key]):
-                changes.append(f"{table}.{key}: {saved[table][key]!r} -> {config[table][key]!r}")
+        keys = set(saved[table]) | (set(config[table]) if table == "model" else set())
+        for key in sorted(keys):
+            old, new = saved[table].get(key, ABSENT), config[table].get(key, ABSENT)
+            if (table, key) not in RESUMABLE_CHANGES and list_of_tuples(old) != list_of_tuples(new):
+                changes.append(f"{table}.{key}: {old!r} -> {new!r}")
     return changes
+
+
+class Absent:
+    """A key a table does not hold, as :func:`config_changes` prints it."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = Absent()
 
 
 def list_of_tuples(value: Any) -> Any:
