@@ -1,6 +1,8 @@
 """The fast paths: fast_denoiser computes what the model computes, the attention paths agree, and channels_last
 training takes the same steps as the default layout."""
 
+import time
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -52,6 +54,44 @@ def test_fast_denoiser_in_bf16_is_close_and_leaves_the_model_in_float32():
     assert out.dtype == torch.float32
     assert 1e-4 < relative_error(out, reference) < 3e-2  # bf16 rounding: visible, small
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+class SlowIn(torch.nn.Module):
+    """A denoiser that really is slow (20 ms a call) when its weights are in ``slow`` dtype: which variant the
+    measurement must avoid is known."""
+
+    calls = 0
+
+    def __init__(self, slow: torch.dtype, width: int):
+        super().__init__()
+        self.slow, self.weight = slow, torch.nn.Parameter(torch.ones(1, width, 1, 1))
+
+    def forward(self, x, t, cond=None):
+        type(self).calls += 1
+        if self.weight.dtype == self.slow:
+            time.sleep(0.02)
+        return x * self.weight[:, :1]
+
+
+@pytest.mark.parametrize(("slow", "width", "expected_bf16"), [(torch.bfloat16, 2, False), (torch.float32, 3, True)])
+def test_on_a_cpu_the_fastest_variant_is_measured_once_per_shape_and_kept(slow, width, expected_bf16):
+    """On a CPU that emulates bf16 (slower than float32) the measurement keeps float32, on one where bf16 is faster
+    it keeps bf16; a second wrapper of the same network on the same machine does not measure again."""
+    from diffusion_lib import speed
+
+    model, x, t = SlowIn(slow, width).eval(), torch.randn(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)
+    denoiser = fast_denoiser(model)
+    out = denoiser(x, t)
+    assert denoiser.chosen[((2, 1, 4, 4), torch.float32)][0] is expected_bf16
+    assert out.dtype == torch.float32 and torch.allclose(out, x, atol=1e-2)
+    calls = SlowIn.calls
+    again = fast_denoiser(model)
+    again(x, t)
+    assert SlowIn.calls == calls + 1 and again.chosen == denoiser.chosen  # measured once: one call, no timing
+    assert len([key for key in speed.MEASURED if key[2] == speed.model_signature(model)]) == 1
+    fixed = fast_denoiser(model, bf16=not expected_bf16, channels_last=False)
+    fixed(x, t)
+    assert SlowIn.calls == calls + 2  # both options given: nothing to measure
 
 
 def test_compiled_denoiser_samples_what_the_eager_one_samples():
