@@ -5,7 +5,10 @@
     python scripts/refresh_notebooks.py --time full     # on a GPU: each notebook's run time in the full budget
 
 Outputs are made in the quick budget (DIFFUSION_BUDGET=quick) on the CPU, with each notebook's fixed seeds, so that
-`pytest --nbval` on a CPU reproduces them. Widget state is not stored: the static site cannot run a kernel, so each
+`pytest --nbval` on a CPU reproduces them. They are made on another numeric path than the tests run on (NUMERIC_PATH:
+PyTorch's kernels without vector instructions, MKL's reproducible code path, one thread), so that a number printed
+to more digits than survive a change of CPU fails the tests on the machine that runs them, CI's included, rather
+than on a reader's CPU. Widget state is not stored: the static site cannot run a kernel, so each
 chapter shows a JavaScript animation where Jupyter and Colab show a slider.
 
 nbval compares text outputs but skips images; the repository's ``conftest.py`` compares them in the same test run,
@@ -29,6 +32,9 @@ from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
+# the stored outputs' numeric path: ATen's scalar kernels, MKL's conditional numerical reproducibility, one thread
+NUMERIC_PATH = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1"}
 # a figure has changed when more than MAX_CHANGED of its pixels differ by more than CHANGED (of 255) in some channel:
 # re-running on another core count moves a few anti-aliased edge pixels by a level or two, a changed plot moves many
 CHANGED, MAX_CHANGED = 24, 0.002
@@ -91,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.time:
         return time_notebooks(args.notebooks or sorted(BOOK.glob("*.ipynb")), args.time)
-    os.environ["DIFFUSION_BUDGET"] = "quick"
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.update(DIFFUSION_BUDGET="quick", CUDA_VISIBLE_DEVICES="", **NUMERIC_PATH)  # the kernels inherit it
     for path in args.notebooks or sorted(BOOK.glob("*.ipynb")):
         notebook, seconds = execute(path)
         nbformat.write(notebook, path)

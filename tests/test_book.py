@@ -243,6 +243,20 @@ def test_the_notebook_tests_fail_when_a_stored_figure_is_no_longer_what_the_code
     assert "Cell 1" in failed.stdout and "the cell stores 1 figures and drew 0" in failed.stdout
 
 
+@pytest.mark.slow
+def test_stored_outputs_are_made_on_another_numeric_path_than_the_tests_run_on(tmp_path, monkeypatch):
+    """refresh_notebooks.py runs the kernels on scalar kernels, MKL's reproducible path and one thread, so the tests,
+    which run on the machine's own path, fail on any printed digit that depends on the CPU."""
+    refresh = _refresh_script()
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # main() sets the path for its kernels
+    path = tmp_path / "path.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os\nimport torch\nprint(os.environ['ATEN_CPU_CAPABILITY'], os.environ['MKL_CBWR'], "
+        "torch.get_num_threads())")]), path)
+    assert refresh.main([str(path)]) == 0
+    assert nbformat.read(path, as_version=4).cells[0].outputs[0]["text"] == "default COMPATIBLE 1\n"
+
+
 def test_the_landing_page_opens_with_the_emoji_cover_and_the_cover_is_what_its_script_draws_now():
     """The cover is drawn by scripts/emoji_cover.py from the shipped text-to-emoji model; like a notebook's figures
     (which conftest.py compares as nbval runs them), it must still be what the code draws."""
