@@ -369,12 +369,16 @@ def test_a_stop_in_the_last_step_of_a_round_still_writes_that_rounds_student(tmp
     assert main([str(tmp_path / "teacher.toml"), "--out", str(tmp_path / "runs")]) == 0
     config = tmp_path / "pd.toml"
     config.write_text(DISTILL.replace("TEACHER", str(tmp_path / "runs" / "teacher-ema")))
-    assert main([str(config), "--out", str(tmp_path / "straight")]) == 0
     out = tmp_path / "stopped"
     script = tmp_path / "stop.py"
     script.write_text(STOP_AFTER_STEP)
-    stopped = subprocess.run([sys.executable, str(script), "2", str(config), "--out", str(out)], capture_output=True,
-                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+    def run(stop_at: int, folder) -> subprocess.CompletedProcess:  # both runs on one thread: the same arithmetic
+        return subprocess.run([sys.executable, str(script), str(stop_at), str(config), "--out", str(folder)],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+    assert run(0, tmp_path / "straight").returncode == 0  # step 0 is never reached after a step: no stop
+    stopped = run(2, out)
     assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr
     assert "SIGINT: stopped at step 2 of 6" in stopped.stderr and "Traceback" not in stopped.stderr
 
@@ -385,5 +389,7 @@ def test_a_stop_in_the_last_step_of_a_round_still_writes_that_rounds_student(tmp
     assert same_weights("pd_4-ema") and not (out / "pd_2-ema.json").exists()
     for file in checkpoints.files(out / "pd_4-ema"):
         file.unlink()
-    assert main([str(config), "--out", str(out), "--resume"]) == 0
+    resumed = subprocess.run([sys.executable, "-m", "diffusion_lib.train", str(config), "--out", str(out), "--resume"],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
     assert all(same_weights(name) for name in ("pd_4-ema", "pd_2-ema", "pd-ema"))
