@@ -63,8 +63,10 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[s
     return path
 
 
-def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save`: ``(tensors on the CPU, meta)``.
+def load(path: str | os.PathLike, tensor_file: str | os.PathLike | None = None
+         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save`: ``(tensors on the CPU, meta)``. The tensors are read from
+    ``tensor_file`` when given (a copy kept elsewhere, e.g. a downloaded shipped model's), else from beside the JSON.
 
     Raises:
         FileNotFoundError: one of the two files is missing.
@@ -72,7 +74,8 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
             was written (its ``record_sha256`` differs), the tensor file is corrupt or truncated, or the two files do
             not belong together (the tensor hash recorded in the JSON differs).
     """
-    json_file, tensor_file = files(path)
+    json_file, beside = files(path)
+    tensor_file = beside if tensor_file is None else Path(tensor_file)
     for file in (json_file, tensor_file):
         if not file.is_file():
             raise FileNotFoundError(f"checkpoint file {file} does not exist")

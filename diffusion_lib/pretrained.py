@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from diffusion_lib import checkpoints
+from diffusion_lib import checkpoints, weights
 from diffusion_lib.checks import is_real
 from diffusion_lib.families import FAMILIES
 from diffusion_lib.forward import PARAMETERIZATIONS, PATH_PARAMETERIZATIONS
@@ -62,9 +62,12 @@ class Pretrained(NamedTuple):
     """The checkpoint's JSON record: how it was made (``command``, ``config``) and what it measured."""
 
 
-def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") -> Pretrained:
+def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu", *, progress: bool = True) -> Pretrained:
     """Load a saved model in one call: a shipped name (``"digits"``, ``"shapes_classifier"``, ...) or a path (with or
-    without ``.json``), e.g. ``runs/digits-ema`` written by ``python -m diffusion_lib.train``.
+    without ``.json``), e.g. ``runs/digits-ema`` written by ``python -m diffusion_lib.train``. A shipped model's
+    weights are read from the package's folder in a clone of the book's repository, else from the cache, else
+    downloaded once from the book's release, verified against the SHA-256 its record holds
+    (:mod:`diffusion_lib.weights`; ``progress`` shows the download's progress bar).
 
     A denoiser (a ``UNet``, ``TextConditionedUNet`` or ``DiT``) carries ``clip_x0``, the bound of the data it was
     trained on (1.0 for pixels in [-1, 1]; None for latents), and ``parameterization``, what it predicts (``"eps"``,
@@ -78,16 +81,20 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
     Raises:
         FileNotFoundError: no such checkpoint (neither a path nor a shipped name; the message lists the shipped ones).
+        OSError: a shipped model's weights must be downloaded and cannot be (:func:`diffusion_lib.weights.download`).
         ValueError: the files are not a whole, unchanged checkpoint (see :func:`diffusion_lib.checkpoints.load`), or
             the record is not a loadable model: a training state (``OUT/NAME``, written for ``--resume``), or a
             record that lacks a key or a model config field (the message names the file and the key).
     """
     path = checkpoints.resolve(name_or_path)
-    tensors, record = checkpoints.load(path)
+    tensors, record = checkpoints.load(path, weights.tensor_file(path, progress=progress))
     json_file = checkpoints.files(path)[0]
+    for part in record.get("shared", []):
+        tensors.update(shared_tensors(part, json_file, progress))
     if "optimizer_param_groups" in record:
         raise ValueError(f"{json_file} is a training state (written for --resume), not an exported model; load "
-                         f"{path.parent / (path.name + '-ema')} instead")
+                         f"{path.parent / (path.name + '-ema')} instead (the training command writes it beside every "
+                         "state it saves)")
     denoiser = record.get("model_class") in DENOISERS
     required = [("model_class", f"one of {sorted(MODELS)}"), ("model_config", "the model's config")]
     if denoiser:
@@ -115,6 +122,28 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu") ->
             raise ValueError(f"{json_file}: parameterization must be one of {allowed}, got "
                              f"{model.parameterization!r}")
     return Pretrained(model.to(device).eval(), schedule, record)
+
+
+def shared_tensors(part: Any, json_file, progress: bool) -> dict[str, torch.Tensor]:
+    """The tensors a record holds by reference: ``part`` = ``{"model": NAME, "from": PREFIX, "to": PREFIX,
+    "tensors_sha256": SHA}`` names a checkpoint beside ``json_file`` whose tensors under ``from`` this model holds,
+    frozen, under ``to`` (a ControlNet's base model, a frozen text encoder: stored once). The other checkpoint must
+    still be the one it was made with (its tensors' SHA-256 is ``tensors_sha256``).
+
+    Raises:
+        ValueError: ``part`` is not such an entry, or the other checkpoint's weights have changed since.
+    """
+    if not (isinstance(part, dict) and {"model", "from", "to", "tensors_sha256"} <= part.keys()):
+        raise ValueError(f"{json_file}: each entry of shared must name model, from, to and tensors_sha256, got "
+                         f"{part!r}")
+    source = json_file.parent / part["model"]
+    tensors, record = checkpoints.load(source, weights.tensor_file(source, progress=progress))
+    if record["tensors_sha256"] != part["tensors_sha256"]:
+        raise ValueError(f"{json_file} holds the weights of {part['model']!r} as they were when it was made (SHA-256 "
+                         f"{part['tensors_sha256']}), but {checkpoints.files(source)[1]} now has "
+                         f"{record['tensors_sha256']}: the two no longer belong together")
+    start = part["from"]
+    return {part["to"] + key[len(start):]: value for key, value in tensors.items() if key.startswith(start)}
 
 
 def _schedule(record: dict[str, Any], json_file) -> NoiseSchedule | RectifiedFlowPath:

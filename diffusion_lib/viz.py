@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,8 +53,24 @@ def image_grid(images: torch.Tensor, ncols: int = 8, pad: int = 1) -> np.ndarray
     return grid
 
 
+def save_images(images: torch.Tensor, path: str | Path, ncols: int = 8, scale: int = 4) -> Path:
+    """Write :func:`image_grid` of ``images`` (N, C, H, W) in [-1, 1] to the PNG file ``path``, each pixel drawn as
+    ``scale`` x ``scale`` pixels (small images stay sharp when viewed); returns the path. Outside a notebook, this
+    is how to see images (:func:`show_images` draws on a matplotlib figure)."""
+    from PIL import Image
+
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
+    grid = (image_grid(images, ncols) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    path = Path(path)
+    picture.save(path, format="PNG")
+    return path
+
+
 def show_images(images: torch.Tensor, ncols: int = 8, title: str | None = None, ax: plt.Axes | None = None) -> plt.Axes:
-    """Draw :func:`image_grid` of ``images`` (N, C, H, W) on ``ax`` (a new figure when omitted), without axes."""
+    """Draw :func:`image_grid` of ``images`` (N, C, H, W) on ``ax`` (a new figure when omitted), without axes; in a
+    script, ``plt.show()`` shows it, or :func:`save_images` writes the grid to a file."""
     if ax is None:
         _, ax = plt.subplots(figsize=(min(ncols, len(images)) * 0.9, -(-len(images) // ncols) * 0.9 + 0.4))
     ax.imshow(image_grid(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -346,10 +363,17 @@ def animate_images(frames: torch.Tensor, labels: Sequence[str], ncols: int = 8, 
 
     Returns:
         ``IPython.display.HTML`` holding matplotlib's ``to_jshtml`` player (frames embedded as PNG), its buttons'
-        icons drawn by :data:`PLAYER_ICONS` so that nothing is fetched from the network; IPython is a dependency of
-        the library, so this works outside Jupyter too.
+        icons drawn by :data:`PLAYER_ICONS` so that nothing is fetched from the network (its ``.data`` is the
+        HTML, to save as a page outside Jupyter).
+
+    Raises:
+        ImportError: IPython is not installed (it comes with Jupyter and Colab, and with ``diffusion-lib[book]``).
     """
-    from IPython.display import HTML  # here, not at the top: IPython takes a second to import, only animations need it
+    try:  # here, not at the top: IPython takes a second to import, and only animations need it
+        from IPython.display import HTML
+    except ImportError as err:
+        raise ImportError("animate_images returns an IPython HTML player: install IPython, e.g. "
+                          "pip install 'diffusion-lib[book]'") from err
 
     if frames.ndim != 5 or len(labels) != frames.shape[0]:
         raise ValueError(f"frames must have shape (F, N, C, H, W) with one label per frame; got "

@@ -9,15 +9,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "diffusion_lib"
 # The modules that talk to a terminal: the commands, and the book's setup() that names the budget in a chapter.
 COMMANDS = {"diffusion_lib.train.command", "diffusion_lib.recipes.command", "diffusion_lib.recipes.diffusion",
-            "diffusion_lib.recipes.families"}
+            "diffusion_lib.recipes.families", "diffusion_lib.weights"}
 PRINTERS = COMMANDS | {"diffusion_lib.notebook"}
 # CONTRIBUTING.md's floors: a module (or package, with everything in it) imports only from its floor or those above.
 FLOORS = {
     0: ["diffusion_lib"],  # the package itself: __version__
-    1: ["checks", "schedules", "paths", "checkpoints", "data", "metrics"],
+    1: ["checks", "schedules", "paths", "checkpoints", "weights", "data", "metrics"],
     2: ["forward", "samplers", "sampler_setup", "path_samplers", "losses", "analytic", "distillation"],
     3: ["models", "families"],
-    4: ["editing", "pipelines", "pretrained", "speed"],
+    4: ["editing", "pipelines", "tasks", "pretrained", "speed"],
     5: ["evaluation"],
     6: ["train", "recipes"],
     7: ["notebook", "viz"],

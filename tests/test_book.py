@@ -91,26 +91,33 @@ def test_notebook_outputs_hold_no_errors_and_every_cell_ran(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_colab_install_cell_installs_the_repository_only_in_colab(path, monkeypatch):
-    """Run the part of the first cell before its imports, with and without a fake `google.colab` module."""
+def test_colab_install_cell_installs_this_versions_release_only_in_colab(path, monkeypatch):
+    """Run the part of the first cell before its imports, with and without a fake `google.colab` module: in Colab it
+    runs %pip (which shows pip's progress in the cell) on this version's wheel from the book's release, with the
+    [book] extra and nothing that would replace Colab's torch."""
+    import IPython
+
+    import diffusion_lib
+
     source = _first_code_cell(path)
     install_part = source.split("\nimport matplotlib", 1)[0]
     assert "setup()" in source, "the first cell must call setup()"
-    calls = []
-    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append((args, kwargs)))
+    magics = []
 
+    class Shell:
+        def run_line_magic(self, name, line):
+            magics.append((name, line))
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
     exec(install_part, {})
-    assert calls == [], "the install ran outside Colab"
+    assert magics == [], "the install ran outside Colab"
 
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     exec(install_part, {})
-    assert len(calls) == 1
-    args, kwargs = calls[0]
-    assert args[:4] == [sys.executable, "-m", "pip", "install"]
-    assert f"diffusion-lib @ git+{REPOSITORY}" in args
-    assert not any(a.startswith("torch") for a in args), "Colab's own torch must be kept"
-    assert kwargs.get("check") is True
+    version = diffusion_lib.__version__
+    wheel = f"{REPOSITORY}/releases/download/v{version}/diffusion_lib-{version}-py3-none-any.whl"
+    assert magics == [("pip", f"install 'diffusion-lib[book] @ {wheel}'")]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -123,9 +130,10 @@ def test_every_chapter_opens_with_its_own_colab_link_and_says_what_a_gpu_changes
     assert "GPU" in budget, "the budget note must say what the full budget does on a GPU"
 
 
-def test_the_package_keeps_colabs_torch_and_ships_its_checkpoints():
-    """pyproject.toml: dependencies are ranges (an exact pin could replace Colab's CUDA torch), and its package-data
-    globs cover every file under diffusion_lib/pretrained, so `pip install git+...` brings the shipped models."""
+def test_the_package_keeps_colabs_torch_and_ships_its_records_but_not_its_weights():
+    """pyproject.toml: dependencies are ranges (an exact pin could replace Colab's CUDA torch); its package-data
+    globs cover every shipped model's record and result under diffusion_lib/pretrained and no weight file (the
+    wheel stays small: diffusion_lib.weights fetches them), and the training configs."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -136,9 +144,11 @@ def test_the_package_keeps_colabs_torch_and_ships_its_checkpoints():
     assert not [d for d in dependencies if "==" in d], dependencies
     globs = project["tool"]["setuptools"]["package-data"]["diffusion_lib"]
     package = ROOT / "diffusion_lib"
-    shipped = {p for p in (package / "pretrained").rglob("*") if p.is_file()}
+    shipped = {p for p in (package / "pretrained").rglob("*") if p.is_file() and p.suffix != ".safetensors"}
     covered = {p for pattern in globs for p in package.glob(pattern)}
     assert shipped and shipped <= covered, sorted(str(p.relative_to(package)) for p in shipped - covered)
+    assert not [p for p in covered if p.suffix == ".safetensors"]
+    assert {p.name for p in covered} >= {"py.typed", "digits.toml"}
 
 
 def test_ci_runs_the_commands_the_readme_gives():

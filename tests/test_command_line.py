@@ -288,9 +288,11 @@ def test_ctrl_c_or_sigterm_saves_a_resumable_checkpoint_and_exits_with_one_line(
     assert process.returncode == 128 + sig
     lines = [x for x in err.splitlines() if x.startswith(signal.Signals(sig).name)]
     assert len(lines) == 1 and "continue with --resume" in lines[0] and "Traceback" not in err
-    _, meta = checkpoints.load(out / "tiny")
-    assert meta["step"] >= 1 and len(checkpoints.load(out / "tiny")[0]["history"]) == meta["step"]
-    assert not (out / "tiny-ema.json").exists()
+    state, meta = checkpoints.load(out / "tiny")
+    assert meta["step"] >= 1 and len(state["history"]) == meta["step"]
+    model, _, record = load(out / "tiny-ema")  # the weights of a stopped run load, as the state's message says
+    assert record["in_progress"] and record["steps"] == meta["step"]
+    assert all(torch.equal(value, state[f"ema.{key}"]) for key, value in model.state_dict().items())
     assert main([str(config), "--out", str(out), "--resume", "--steps", str(meta["step"] + 1)]) == 0
 
 
@@ -438,3 +440,28 @@ def test_an_export_records_the_bound_of_its_data(tmp_path):
     assert main([str(_config(tmp_path)), "--out", str(tmp_path / "runs")]) == 0
     model, _, meta = load(tmp_path / "runs" / "tiny-ema")
     assert meta["clip_x0"] == 1.0 and model.clip_x0 == 1.0
+
+
+def test_seed_and_device_on_the_command_line_are_recorded_and_checked(tmp_path, capsys):
+    config, out = _config(tmp_path), tmp_path / "runs"
+    assert main([str(config), "--out", str(out), "--seed", "7", "--device", "cpu", "--steps", "1"]) == 0
+    _, _, record = load(out / "tiny-ema")
+    assert record["config"]["train"]["seed"] == 7 and record["steps"] == 1
+    other = tmp_path / "other"
+    assert main([str(config), "--out", str(other), "--steps", "1"]) == 0
+    assert not torch.equal(load(out / "tiny-ema").model.conv_in.weight, load(other / "tiny-ema").model.conv_in.weight)
+    for argv, message in ((["--seed", "-1"], "--seed must be an int >= 0, got -1"),
+                          (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+                          (["--device", f"cuda:{torch.cuda.device_count()}"],
+                           f"--device cuda:{torch.cuda.device_count()}: this machine has no such device")):
+        status, err = _run([str(config), "--out", str(tmp_path / "refused"), *argv], capsys)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "refused").exists()
+
+
+def test_the_installed_console_command_and_its_version():
+    from diffusion_lib import __version__
+
+    command = Path(sys.executable).parent / "diffusion-train"  # installed beside the interpreter by pip
+    result = subprocess.run([str(command), "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"diffusion_lib {__version__}"

@@ -28,7 +28,8 @@ MODEL_BUILDERS = {"unet_from_preset", "MLPDenoiser", "UNet", "MaskedWordModel"}
 SAMPLERS = {"sample_ddpm", "sample_ddim", "sample_dpmpp_2m", "ddim_invert", "sdedit", "inpaint", "generate"}
 NOISE_NAMES = re.compile(r"^(x_T|x_grid|z.*)$")
 # calls that draw random numbers on the device of their model or tensors, so their generator must live there too
-DRAWS_ON_THE_DEVICE = SAMPLERS | {"super_resolve", "sample", "elbo", "iwae_bound", "multinomial"}
+# (generate and upscale draw their noise on the CPU from the caller's generator and move it: a CPU generator is right)
+DRAWS_ON_THE_DEVICE = (SAMPLERS - {"generate"}) | {"super_resolve", "sample", "elbo", "iwae_bound", "multinomial"}
 
 # Models that may stay on the CPU, by (chapter, source of the call), each with its reason.
 CPU_EXCEPTIONS = {

@@ -40,17 +40,29 @@ def _imported_top_level_modules(package: Path) -> dict[str, str]:
     return found
 
 
-def test_every_third_party_module_the_library_imports_is_a_declared_dependency():
+def test_every_third_party_module_the_library_imports_is_a_declared_dependency_or_an_extras_imported_late():
+    """A required dependency may be imported anywhere; one of an extra ([book]: IPython and the widgets; [data]: the
+    SVG renderer) only inside a function, so that every module imports without it."""
     declared = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    extras = {_name(r) for group in PYPROJECT["project"]["optional-dependencies"].values() for r in group}
     installed = packages_distributions()
-    undeclared = {}
+    undeclared, too_early = {}, []
     for module, where in _imported_top_level_modules(ROOT / "diffusion_lib").items():
         if module in sys.stdlib_module_names or module == "diffusion_lib":
             continue
         distributions = {_name(d) for d in installed.get(module, [module])}
-        if not distributions & declared:
+        if distributions & declared:
+            continue
+        if not distributions & extras:
             undeclared[module] = where
+            continue
+        for path in sorted((ROOT / "diffusion_lib").rglob("*.py")):
+            for node in ast.parse(path.read_text()).body:  # the module's top level only
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+                too_early += [f"{path.name} imports {module} at its top" for n in names if n.split(".")[0] == module]
     assert not undeclared, f"imported by the library but not in [project] dependencies: {undeclared}"
+    assert not too_early, too_early
 
 
 def test_license_is_an_spdx_expression_with_its_file():
@@ -66,9 +78,13 @@ def test_the_build_backend_has_a_lower_and_an_upper_bound():
     assert ">=77" in setuptools and "<" in setuptools.replace("<=", ""), setuptools
 
 
-def test_package_data_ships_the_checkpoints_and_the_training_configs():
+def test_package_data_ships_the_records_and_the_training_configs_but_not_the_weights():
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["diffusion_lib"]
-    assert {"pretrained/*.safetensors", "pretrained/*.json", "configs/*.toml"} <= set(patterns)
+    assert {"pretrained/*.json", "configs/*.toml", "py.typed"} <= set(patterns)
+    assert not [p for p in patterns if p.endswith(".safetensors")]
+    assert PYPROJECT["tool"]["setuptools"]["exclude-package-data"]["diffusion_lib"] == ["pretrained/*.safetensors"]
+    assert "global-exclude *.safetensors" in (ROOT / "MANIFEST.in").read_text()
+    assert PYPROJECT["project"]["scripts"] == {"diffusion-train": "diffusion_lib.train.command:main"}
 
 
 @pytest.mark.slow
@@ -90,8 +106,10 @@ def test_the_wheel_carries_the_licence_and_the_package_data(tmp_path):
     assert "License-Expression: MIT" in headers.splitlines()
     assert "License-File: LICENSE" in headers.splitlines()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("pretrained/*.safetensors")}
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("pretrained/*.json")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("configs/*.toml")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "diffusion_lib").glob("data/emoji/*")}
     assert {"diffusion_lib/data/emoji/emoji32.npz", "diffusion_lib/data/emoji/LICENSE-APACHE-2.0.txt"} <= shipped
-    assert shipped and shipped <= set(names)
+    assert shipped and shipped <= set(names) and "diffusion_lib/py.typed" in names
+    assert not [n for n in names if n.endswith(".safetensors")]  # the weights are fetched on first use
+    assert wheel.stat().st_size <= 10_000_000, wheel.stat().st_size

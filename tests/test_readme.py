@@ -37,26 +37,44 @@ def test_no_written_chapter_is_marked_planned():
     assert not planned, f"README.md marks these chapters planned, but they are written: {planned}"
 
 
-def _quick_start() -> str:
-    """The Python block after README.md's <!-- quick-start --> marker."""
+def _python_block_after(marker: str) -> str:
+    """The first Python block after ``marker`` in README.md."""
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("<!-- quick-start -->\n```python\n", 1)[1].split("```", 1)[0]
-    return block
+    return readme.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def test_the_quick_start_draws_sixteen_valid_digits_in_a_few_lines():
+def test_the_quick_start_runs_as_a_script_draws_eight_emoji_saves_them_and_says_where(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import diffusion_lib
+
+    code = _python_block_after("<!-- quick-start -->")
+    assert len([line for line in code.splitlines() if line and not line.startswith(("import", "from", " "))]) <= 4
+    version = diffusion_lib.__version__  # the install line names this version's wheel
+    assert f"/releases/download/v{version}/diffusion_lib-{version}-py3-none-any.whl" in (ROOT / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md quick start", "exec"), namespace)
+    images = namespace["images"]
+    assert images.shape == (8, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+    assert capsys.readouterr().out.strip() == f"saved 8 emoji to {tmp_path / 'emoji.png'}"
+    saved = Image.open(tmp_path / "emoji.png")
+    assert saved.size == ((8 * 33 - 1) * 4, 32 * 4) and saved.mode == "RGB"
+
+
+def test_the_sampler_by_hand_draws_sixteen_valid_digits_in_a_few_lines():
     import matplotlib
     import matplotlib.pyplot as plt
     import torch
 
-    code = _quick_start()
+    code = _python_block_after("The same by hand")
     assert len([line for line in code.splitlines() if line and not line.startswith(("import", "from"))]) <= 4
     backend = matplotlib.get_backend()
     matplotlib.use("Agg")
     try:
         torch.manual_seed(0)
         namespace: dict = {}
-        exec(compile(code, "README.md quick start", "exec"), namespace)
+        exec(compile(code, "README.md sampler by hand", "exec"), namespace)
         figure_title = plt.gca().get_title()
     finally:
         plt.close("all")

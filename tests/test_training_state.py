@@ -210,6 +210,7 @@ def test_the_command_line_trains_saves_resumes_and_exports(tmp_path, capsys):
     assert "resumed from" in capsys.readouterr().out
     model, schedule, meta = load(tmp_path / "runs" / "tiny-ema")
     assert meta["steps"] == 5 and meta["command"].startswith("python -m diffusion_lib.train ")
+    assert "in_progress" not in meta  # the export of a finished run; those written beside each state are marked
     assert schedule.T == 100 and meta["library_version"]
     x = torch.randn(4, 1, 8, 8)
     assert model(x, torch.full((4,), 10)).shape == x.shape

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import resvg_py
 from PIL import Image
 
 from diffusion_lib.checks import check_choice
@@ -145,7 +144,16 @@ def iconify_svg(icon: dict, width: int, height: int) -> str:
 
 
 def rasterise(svg: str) -> np.ndarray:
-    """An SVG document → (64, 64, 4) uint8 RGBA, drawn by resvg with no system fonts (the emoji have no text)."""
+    """An SVG document → (64, 64, 4) uint8 RGBA, drawn by resvg with no system fonts (the emoji have no text).
+
+    Raises:
+        ImportError: resvg-py is not installed (``pip install 'diffusion-lib[data]'``).
+    """
+    try:  # only remaking the arrays needs the renderer
+        import resvg_py
+    except ImportError as err:
+        raise ImportError("drawing the SVG emoji styles needs resvg-py: pip install 'diffusion-lib[data]' "
+                          "(or resvg-py)") from err
     png = bytes(resvg_py.svg_to_bytes(svg_string=svg, skip_system_fonts=True))
     return decode_png(png)
 

@@ -306,10 +306,11 @@ def make_trainer(config: dict[str, dict[str, Any]], built: Built, device: torch.
 
 
 def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: Path, export_path: Path, *,
-                     command: str, resume: bool) -> int:
+                     command: str, resume: bool, device: torch.device | None = None) -> int:
     """Train the model of a checked config (:func:`diffusion_lib.train.config.read_config`) to ``steps`` steps,
     saving the resumable training state at ``state_path`` every ``train.checkpoint_every`` steps, then export the
-    EMA denoiser to ``export_path``; under ``torchrun``, on every process (rank 0 logs and writes).
+    EMA denoiser to ``export_path`` (also beside every state saved, marked ``in_progress``); under ``torchrun``, on
+    every process (rank 0 logs and writes). ``device`` None: each process's GPU if there is one, else the CPU.
 
     Returns:
         The exit status: 0 done, 128 + the signal's number after SIGINT or SIGTERM (a resumable state saved first).
@@ -318,7 +319,8 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
     if distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device is None or distributed:
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     rank = dist.get_rank() if distributed else 0
@@ -345,13 +347,18 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
             test_pixels = test_images
         test_data = (test_images, condition(config, model, test_pixels, test_labels))
         rounds = round_exports(config, export_path, steps)
+
+        def export_so_far() -> None:  # beside every saved state: a stopped or killed run leaves a model that loads
+            export_denoiser(trainer, export_path, {**meta, "train_seconds": round(trainer.train_seconds, 1),
+                                                   "in_progress": True})
+
         with StopRequest() as stop:
             # a round that ended in the step a stop came in is exported before leaving; one whose end is the state
             # a resumed run starts from (stopped there by an older version) is exported on resuming
             for until in sorted({step for step, _, _ in rounds if step >= trainer.step} | {steps}):
                 before = trainer.step
                 trainer.fit(max(until - trainer.step, 0), progress=True, checkpoint_every=t["checkpoint_every"],
-                            checkpoint_path=state_path, meta=meta, should_stop=stop)
+                            checkpoint_path=state_path, meta=meta, should_stop=stop, on_save=export_so_far)
                 for step, student_steps, path in rounds:
                     written = all(file.is_file() for file in checkpoints.files(path))
                     if step == until == trainer.step and rank == 0 and (trainer.step > before or not written):
@@ -364,7 +371,8 @@ def train_and_export(config: dict[str, dict[str, Any]], steps: int, state_path: 
         if stop.received is not None:
             if rank == 0:
                 print(f"{signal.Signals(stop.received).name}: stopped at step {trainer.step} of {steps} and saved "
-                      f"{state_path}; continue with --resume", file=sys.stderr)
+                      f"{state_path} (its EMA weights, which load, as {export_path}); continue with --resume",
+                      file=sys.stderr)
             return 128 + stop.received
         if rank == 0:
             seconds = trainer.train_seconds  # over every run of a resumed training

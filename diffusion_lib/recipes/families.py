@@ -60,11 +60,13 @@ def test_metric(model: torch.nn.Module) -> dict[str, Any]:
     raise ValueError(f"model must be a VAE, GAN or AutoregressiveTransformer, got {type(model).__name__}")
 
 
-def train_and_save(config: dict[str, dict[str, Any]], steps: int, path: Path, *, command: str) -> int:
-    """Train the family model of a checked config for ``steps`` steps on the digits train split and save it at
-    ``path`` with its record (the command, the config, the test metric); returns the exit status 0."""
+def train_and_save(config: dict[str, dict[str, Any]], steps: int, path: Path, *, command: str,
+                   device: torch.device | None = None) -> int:
+    """Train the family model of a checked config for ``steps`` steps on the digits train split on ``device`` (None:
+    the GPU if any) and save it at ``path`` with its record (the command, the config, the test metric); returns the
+    exit status 0."""
     t = config["train"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(t["seed"])  # the model's initial weights and dropout
     model = build(config["family"]).to(device)
     images = load_digits("train")[0].to(device)

@@ -1,4 +1,5 @@
-"""The training command: ``python -m diffusion_lib.train CONFIG [--steps N] [--out DIR] [--resume | --overwrite]``.
+"""The training command: ``python -m diffusion_lib.train CONFIG [--steps N] [--out DIR] [--resume | --overwrite]
+[--seed N] [--device DEVICE]``, installed as ``diffusion-train`` too.
 
 CONFIG is a TOML file, or the name of a config shipped with the package (``digits``, ``shapes_text``, ...: the files
 of ``diffusion_lib/configs/``, so the command works after ``pip install`` as in a clone); its tables are described
@@ -8,7 +9,8 @@ in :mod:`diffusion_lib.train.config` and checked before any training. A diffusio
 
 It writes ``OUT/NAME.safetensors`` + ``.json`` (the full training state, resumable with ``--resume``) and
 ``OUT/NAME-ema.safetensors`` + ``.json`` (the EMA weights and model config only: what
-:func:`diffusion_lib.pretrained.load` loads); NAME is the config's file name without ``.toml``, dots and all
+:func:`diffusion_lib.pretrained.load` loads; written beside every state saved, so a stopped run's model loads too,
+its record marked ``in_progress``); NAME is the config's file name without ``.toml``, dots and all
 (``digits.v2.toml`` writes ``OUT/digits.v2.json``). A progressive distillation also writes the student of each
 round but the last (whose 1-step student is ``OUT/NAME-ema``), ``OUT/NAME_N-ema`` for the round whose student
 samples in N steps.
@@ -28,12 +30,15 @@ every global batch (``batch_size`` is the global batch); rank 0 logs and writes 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 from pathlib import Path
 
-from diffusion_lib import checkpoints
+import torch
+
+from diffusion_lib import __version__, checkpoints
 from diffusion_lib.recipes import diffusion, families
 from diffusion_lib.recipes.preflight import check_config
 from diffusion_lib.train.config import CONFIGS, config_path, is_family_config, read_config, read_family_config
@@ -54,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the training state in --out")
     parser.add_argument("--overwrite", action="store_true",
                         help="start again, replacing the checkpoints of an earlier run in --out")
+    parser.add_argument("--seed", type=int, help="the run's seed (overrides train.seed; recorded in the config)")
+    parser.add_argument("--device", help="where to train: cpu, cuda, cuda:N or mps (default: the first GPU if any)")
+    parser.add_argument("--version", action="version", version=f"diffusion_lib {__version__}")
     args = parser.parse_args(argv)
     try:
         args.config = config_path(args.config)
@@ -64,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [args.out / name] if family else [args.out / name, args.out / f"{name}-ema"]
     try:
         config = read_family_config(args.config) if family else read_config(args.config)
+        if args.seed is not None:
+            if args.seed < 0:
+                raise ValueError(f"--seed must be an int >= 0, got {args.seed}")
+            config["train"]["seed"] = args.seed
+        device = training_device(args.device)
+        if device is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("--device: under torchrun every process trains on its own GPU (LOCAL_RANK); leave "
+                             "--device out")
         steps = args.steps if args.steps is not None else config["train"]["steps"]
         if steps < 0:
             raise ValueError(f"--steps must be >= 0, got {steps}")
@@ -84,10 +100,31 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m diffusion_lib.train " + shlex.join([str(a) for a in (argv or sys.argv[1:])])
     try:
         if family:
-            return families.train_and_save(config, steps, outputs[0], command=command)
-        return diffusion.train_and_export(config, steps, *outputs, command=command, resume=args.resume)
+            return families.train_and_save(config, steps, outputs[0], command=command, device=device)
+        return diffusion.train_and_export(config, steps, *outputs, command=command, resume=args.resume, device=device)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops by itself)
         print(f"SIGINT: stopped while loading or writing, outside the training steps; every file in {args.out} is "
               "whole (each is written beside its place, then moved there); run the command again (with --resume "
               "if a training state was saved)", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def training_device(name: str | None) -> torch.device | None:
+    """The device ``--device`` names, checked to exist here; None (the recipes' default: the first GPU if any).
+
+    Raises:
+        ValueError: not a device name, or a device this machine does not have (the message says which it has).
+    """
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device must be cpu, cuda, cuda:N or mps, got {name!r}") from err
+    gpus = torch.cuda.device_count()
+    missing = (device.type == "cuda" and (device.index or 0) >= gpus) or (
+        device.type == "mps" and not torch.backends.mps.is_available()) or device.type not in ("cpu", "cuda", "mps")
+    if missing:
+        raise ValueError(f"--device {name}: this machine has no such device (CUDA devices: {gpus}; "
+                         f"mps: {'yes' if torch.backends.mps.is_available() else 'no'})")
+    return device

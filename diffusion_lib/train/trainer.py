@@ -304,7 +304,7 @@ class Trainer:
     # ------------------------------------------------------------------ loops
     def fit(self, steps: int, *, progress: bool = False, checkpoint_every: int | None = None,
             checkpoint_path=None, meta: dict[str, Any] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> list[float]:
+            should_stop: Callable[[], bool] | None = None, on_save: Callable[[], Any] | None = None) -> list[float]:
         """Run ``steps`` optimisation steps (continuing from :attr:`step`) and return :attr:`history`.
 
         Args:
@@ -316,6 +316,8 @@ class Trainer:
             should_stop: asked after each step (at each log point in a distributed run, where it is enough that one
                 process says yes); when it says yes, fit saves a checkpoint (with ``checkpoint_path``) and returns
                 early. The command line passes a :class:`~diffusion_lib.train.runs.StopRequest` (Ctrl-C, SIGTERM).
+            on_save: called after each checkpoint is saved (rank 0 only); the command line exports the EMA weights
+                there, so that a stopped or killed run leaves a model that loads beside its state.
 
         Raises:
             FloatingPointError: a loss was NaN or infinite; it names the first such step. Training may have gone on
@@ -342,6 +344,8 @@ class Trainer:
                     self.train_seconds = time.perf_counter() - start
                 if save:
                     self.save(checkpoint_path, meta)
+                    if on_save is not None and self.rank == 0:
+                        on_save()
                 if stop:
                     break
         return self.history
